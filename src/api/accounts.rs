@@ -1,0 +1,180 @@
+//! `/v1/accounts`: accounts, balances and the journal.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer};
+use serde_json::{json, Value};
+
+use super::auth::{Admin, Service};
+use super::extract::{AppJson, AppPath, AppQuery};
+use super::plans::plan_id;
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::ledger::model::{Account, Balance, EntryPage};
+use crate::ledger::ops::AccountInput;
+use crate::ledger::types::{check_external_id, InvalidField, KeyId};
+
+pub const PAGE_DEFAULT: i64 = 100;
+pub const PAGE_MAX: i64 = 500;
+
+pub(crate) fn key_id(raw: &str) -> Result<KeyId, ApiError> {
+    KeyId::parse("key_id", raw).map_err(|f| ApiError::invalid_field("invalid_request", &f))
+}
+
+fn invalid(field: &str, reason: &str) -> ApiError {
+    ApiError::invalid_field("invalid_request", &InvalidField::new(field, reason))
+}
+
+/// `metadata` must be a JSON object when given.
+pub(crate) fn metadata_object(value: Option<Value>) -> Result<Option<Value>, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ Value::Object(_)) => Ok(Some(v)),
+        Some(_) => Err(invalid("metadata", "must be a JSON object")),
+    }
+}
+
+pub(crate) fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(PAGE_DEFAULT),
+        Some(n) if (1..=PAGE_MAX).contains(&n) => Ok(n),
+        Some(_) => Err(invalid("limit", "must be between 1 and 500")),
+    }
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountBody {
+    plan: String,
+    #[serde(default)]
+    billing_anchor: Option<DateTime<Utc>>,
+    /// Absent keeps the current value; `null` clears it.
+    #[serde(default, deserialize_with = "present")]
+    external_id: Option<Option<String>>,
+    #[serde(default)]
+    metadata: Option<Value>,
+}
+
+/// PUT /v1/accounts/{key_id}: 201 when created, 200 when updated.
+pub async fn put(
+    _: Admin,
+    State(state): State<AppState>,
+    AppPath(raw_key): AppPath<String>,
+    AppJson(body, _): AppJson<AccountBody>,
+) -> Result<Response, ApiError> {
+    let key = key_id(&raw_key)?;
+    let plan = plan_id(&body.plan).map_err(|_| {
+        invalid(
+            "plan",
+            "must be a plan id: letters, digits, '_', '-', '.' and ':'",
+        )
+    })?;
+    if let Some(Some(external_id)) = &body.external_id {
+        check_external_id(external_id)
+            .map_err(|f| ApiError::invalid_field("invalid_request", &f))?;
+    }
+    let input = AccountInput {
+        plan,
+        billing_anchor: body.billing_anchor,
+        external_id: body.external_id,
+        metadata: metadata_object(body.metadata)?,
+    };
+    let (account, created) = state.ledger.put_account(&key, input).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(account)).into_response())
+}
+
+/// GET /v1/accounts/{key_id}: the account with its balance.
+pub async fn get(
+    _: Service,
+    State(state): State<AppState>,
+    AppPath(raw_key): AppPath<String>,
+) -> Result<Json<Account>, ApiError> {
+    let key = key_id(&raw_key)?;
+    Ok(Json(state.ledger.get_account(&key).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    external_id: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// GET /v1/accounts?external_id=…: accounts in key order, with their balances.
+pub async fn list(
+    _: Service,
+    State(state): State<AppState>,
+    AppQuery(query): AppQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(external_id) = &query.external_id {
+        check_external_id(external_id)
+            .map_err(|f| ApiError::invalid_field("invalid_request", &f))?;
+    }
+    let after = query
+        .cursor
+        .as_deref()
+        .map(|c| key_id(c).map_err(|_| invalid("cursor", "is not a cursor this API returned")))
+        .transpose()?;
+    let limit = page_limit(query.limit)?;
+    let (data, next_cursor) = state
+        .ledger
+        .list_accounts(
+            query.external_id.as_deref(),
+            after.as_ref().map(KeyId::as_str),
+            limit,
+        )
+        .await?;
+    Ok(Json(json!({"data": data, "next_cursor": next_cursor})))
+}
+
+/// GET /v1/accounts/{key_id}/balance
+pub async fn balance(
+    _: Service,
+    State(state): State<AppState>,
+    AppPath(raw_key): AppPath<String>,
+) -> Result<Json<Balance>, ApiError> {
+    let key = key_id(&raw_key)?;
+    Ok(Json(state.ledger.balance(&key).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntriesQuery {
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// GET /v1/accounts/{key_id}/entries: newest first, `next_cursor` to page on.
+pub async fn entries(
+    _: Service,
+    State(state): State<AppState>,
+    AppPath(raw_key): AppPath<String>,
+    AppQuery(query): AppQuery<EntriesQuery>,
+) -> Result<Json<EntryPage>, ApiError> {
+    let key = key_id(&raw_key)?;
+    let limit = page_limit(query.limit)?;
+    let before = query
+        .cursor
+        .as_deref()
+        .map(|c| {
+            c.parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| invalid("cursor", "is not a cursor this API returned"))
+        })
+        .transpose()?;
+    Ok(Json(state.ledger.entries(&key, before, limit).await?))
+}

@@ -1,0 +1,191 @@
+//! Configuration, from the environment. Every setting has a documented default (README.md).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/credit_ledger";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `DATABASE_URL`
+    pub database_url: String,
+    /// `LEDGER_LISTEN`
+    pub listen: SocketAddr,
+    /// `LEDGER_ADMIN_TOKENS`, comma-separated
+    pub admin_tokens: Vec<String>,
+    /// `LEDGER_SERVICE_TOKENS`, comma-separated
+    pub service_tokens: Vec<String>,
+    /// `LEDGER_DB_MAX_CONNECTIONS`
+    pub db_max_connections: u32,
+    /// `LEDGER_REQUEST_TIMEOUT_SECS`
+    pub request_timeout: Duration,
+    /// `LEDGER_LOG_FORMAT`: `text` or `json`
+    pub log_format: LogFormat,
+}
+
+impl std::fmt::Debug for Config {
+    // Tokens and the database password never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &crate::db::redact_url(&self.database_url))
+            .field("listen", &self.listen)
+            .field("admin_tokens", &self.admin_tokens.len())
+            .field("service_tokens", &self.service_tokens.len())
+            .field("db_max_connections", &self.db_max_connections)
+            .field("request_timeout", &self.request_timeout)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{name}: {reason}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub reason: String,
+}
+
+fn tokens(value: Option<String>) -> Vec<String> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn number<T: std::str::FromStr>(
+    name: &'static str,
+    value: Option<String>,
+    default: T,
+    valid: impl Fn(&T) -> bool,
+) -> Result<T, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse::<T>()
+            .ok()
+            .filter(|v| valid(v))
+            .ok_or_else(|| ConfigError {
+                name,
+                reason: format!("{raw:?} is not a valid value"),
+            }),
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Reads configuration through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let listen_raw = lookup("LEDGER_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = listen_raw.parse().map_err(|_| ConfigError {
+            name: "LEDGER_LISTEN",
+            reason: format!("{listen_raw:?} is not an address like 127.0.0.1:8080"),
+        })?;
+        let log_format = match lookup("LEDGER_LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError {
+                    name: "LEDGER_LOG_FORMAT",
+                    reason: format!("{other:?} is neither text nor json"),
+                })
+            }
+        };
+        Ok(Config {
+            database_url: lookup("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            listen,
+            admin_tokens: tokens(lookup("LEDGER_ADMIN_TOKENS")),
+            service_tokens: tokens(lookup("LEDGER_SERVICE_TOKENS")),
+            db_max_connections: number(
+                "LEDGER_DB_MAX_CONNECTIONS",
+                lookup("LEDGER_DB_MAX_CONNECTIONS"),
+                20,
+                |n| (1..=1000).contains(n),
+            )?,
+            request_timeout: Duration::from_secs(number(
+                "LEDGER_REQUEST_TIMEOUT_SECS",
+                lookup("LEDGER_REQUEST_TIMEOUT_SECS"),
+                30,
+                |n| (1..=3600).contains(n),
+            )?),
+            log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert!(config.admin_tokens.is_empty());
+        assert_eq!(config.db_max_connections, 20);
+        assert_eq!(config.request_timeout, Duration::from_secs(30));
+        assert_eq!(config.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn tokens_are_comma_separated_and_trimmed() {
+        let config = parse(&[
+            ("LEDGER_ADMIN_TOKENS", " a1 ,a2,,"),
+            ("LEDGER_SERVICE_TOKENS", "s1"),
+        ])
+        .unwrap();
+        assert_eq!(config.admin_tokens, vec!["a1", "a2"]);
+        assert_eq!(config.service_tokens, vec!["s1"]);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        assert_eq!(
+            parse(&[("LEDGER_LISTEN", "nowhere")]).unwrap_err().name,
+            "LEDGER_LISTEN"
+        );
+        assert_eq!(
+            parse(&[("LEDGER_DB_MAX_CONNECTIONS", "0")]).unwrap_err().name,
+            "LEDGER_DB_MAX_CONNECTIONS"
+        );
+        assert_eq!(
+            parse(&[("LEDGER_LOG_FORMAT", "xml")]).unwrap_err().name,
+            "LEDGER_LOG_FORMAT"
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let config = parse(&[
+            ("DATABASE_URL", "postgres://u:hunter2@db/x"),
+            ("LEDGER_ADMIN_TOKENS", "topsecret"),
+        ])
+        .unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("topsecret"), "{shown}");
+    }
+}

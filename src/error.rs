@@ -1,0 +1,238 @@
+//! The API's one error type and its rendering: `{"error": {"code", "message", "details"}}`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::SecondsFormat;
+use serde_json::{json, Value};
+
+use crate::ledger::rules::PriceError;
+use crate::ledger::types::{InvalidField, DEFAULT_POOL};
+use crate::ledger::{Exhausted, LedgerError};
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Value,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: json!({}),
+        }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    /// A field that failed validation: 422 naming the field.
+    pub fn invalid_field(code: &'static str, field: &InvalidField) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, field.to_string())
+            .with_details(json!({"field": field.field, "reason": field.reason}))
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "the ledger hit an unexpected error; nothing was changed and the error was logged",
+        )
+    }
+
+    /// The error a bare status (from a layer or the router) stands for, in our shape.
+    pub fn for_status(status: StatusCode) -> Self {
+        let (code, message) = match status {
+            StatusCode::NOT_FOUND => ("not_found", "no such route"),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                ("method_not_allowed", "this route does not accept that method")
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                ("payload_too_large", "the request body is larger than 64 KiB")
+            }
+            StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => (
+                "unavailable",
+                "the request did not finish in time; it may be retried",
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                "unsupported_media_type",
+                "the request body must be JSON",
+            ),
+            s if s.is_server_error() => ("internal_error", "the ledger hit an unexpected error"),
+            _ => ("bad_request", "the request could not be understood"),
+        };
+        Self::new(status, code, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message, "details": self.details}});
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+fn exhausted_message(e: &Exhausted) -> String {
+    let what = match &e.operation {
+        Some(op) => format!(" for {op}"),
+        None => String::new(),
+    };
+    let unit = if e.pool.as_str() == DEFAULT_POOL {
+        "credits".to_owned()
+    } else {
+        format!("{} credits", e.pool)
+    };
+    let left = if e.available > 0 {
+        format!("has {} left", e.available)
+    } else {
+        "has none left".to_owned()
+    };
+    format!(
+        "Key {} needs {} {unit}{what} but {left}; credits reset at {}.",
+        e.key_id,
+        e.required,
+        e.reset_at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    )
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(err: LedgerError) -> Self {
+        match err {
+            LedgerError::PlanNotFound(id) => Self::new(
+                StatusCode::NOT_FOUND,
+                "plan_not_found",
+                format!("plan {id} does not exist"),
+            )
+            .with_details(json!({"plan_id": id})),
+            LedgerError::AccountNotFound(key_id) => Self::new(
+                StatusCode::NOT_FOUND,
+                "account_not_found",
+                format!("no account for key {key_id}; create it with PUT /v1/accounts/{key_id}"),
+            )
+            .with_details(json!({"key_id": key_id})),
+            LedgerError::InvalidPlan(field) => Self::invalid_field("invalid_plan", &field),
+            LedgerError::Invalid(field) => Self::invalid_field("invalid_request", &field),
+            LedgerError::Price(price) => match &price {
+                PriceError::UnknownOperation(op) => Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unknown_operation",
+                    price.to_string(),
+                )
+                .with_details(json!({"field": "operation", "operation": op})),
+                PriceError::UnknownPool(pool) => {
+                    Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_pool", price.to_string())
+                        .with_details(json!({"field": "pool", "pool": pool}))
+                }
+                PriceError::PoolMismatch { .. } => Self::invalid_field(
+                    "invalid_request",
+                    &InvalidField::new("pool", price.to_string()),
+                ),
+                PriceError::CostTooLarge { .. } => Self::invalid_field(
+                    "invalid_request",
+                    &InvalidField::new("quantity", price.to_string()),
+                ),
+                PriceError::NothingToPrice => Self::invalid_field(
+                    "invalid_request",
+                    &InvalidField::new("operation", "is required unless cost is given"),
+                ),
+            },
+            LedgerError::CreditsExhausted(e) => Self::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "credits_exhausted",
+                exhausted_message(&e),
+            )
+            .with_details(json!({
+                "key_id": e.key_id,
+                "pool": e.pool,
+                "operation": e.operation,
+                "required": e.required,
+                "available": e.available,
+                "allowed": e.allowed,
+                "used": e.used,
+                "reset_at": e.reset_at,
+            })),
+            LedgerError::IdempotencyKeyReused => Self::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_reused",
+                "this Idempotency-Key was already used with different parameters; \
+                 use a new key for a new request",
+            ),
+            LedgerError::Conflict { code, message } => {
+                Self::new(StatusCode::CONFLICT, code, message)
+            }
+            LedgerError::OutOfRange(message) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "amount_out_of_range",
+                "the amounts in this request would exceed the ledger's numeric range",
+            )
+            .with_details(json!({"reason": message})),
+            LedgerError::Database(db) => {
+                if is_unavailable(&db) {
+                    tracing::warn!(error = %db, "database unavailable");
+                    Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "database_unavailable",
+                        "the ledger's database is unavailable; nothing was changed, retry shortly",
+                    )
+                } else {
+                    tracing::error!(error = %db, "database error");
+                    Self::internal()
+                }
+            }
+        }
+    }
+}
+
+fn is_unavailable(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+    ) || matches!(err, sqlx::Error::Database(db)
+        if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::types::{KeyId, PoolName};
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn the_exhausted_message_tells_the_customer_what_and_when() {
+        let e = Exhausted {
+            key_id: KeyId::parse("key_id", "key_123").unwrap(),
+            pool: PoolName::default_pool(),
+            operation: Some("image.generate".into()),
+            required: 30,
+            available: 12,
+            allowed: Some(10000),
+            used: 9988,
+            reset_at: Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
+        };
+        assert_eq!(
+            exhausted_message(&e),
+            "Key key_123 needs 30 credits for image.generate but has 12 left; \
+             credits reset at 2026-12-01T00:00:00Z."
+        );
+    }
+}

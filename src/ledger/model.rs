@@ -1,0 +1,115 @@
+//! The ledger's records as the API shows them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::types::{KeyId, PlanId, PoolName};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeriodView {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Account {
+    pub key_id: KeyId,
+    pub plan: PlanId,
+    pub billing_anchor: DateTime<Utc>,
+    pub current_period: PeriodView,
+    pub external_id: Option<String>,
+    pub metadata: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub balance: Balance,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Balance {
+    pub key_id: KeyId,
+    pub plan: PlanId,
+    pub period: PeriodView,
+    pub pools: Vec<PoolBalance>,
+}
+
+impl Balance {
+    pub fn pool(&self, pool: &PoolName) -> Option<&PoolBalance> {
+        self.pools.iter().find(|p| p.pool == *pool)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolBalance {
+    pub pool: PoolName,
+    /// `None` for an unlimited pool.
+    pub available: Option<i64>,
+    pub reserved: i64,
+    pub allowance: Option<i64>,
+    pub used: i64,
+    pub overage_used: i64,
+    pub overage_limit: i64,
+    /// Active grants (in effect, not expired, not voided) in consumption order.
+    pub grants: Vec<GrantSummary>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GrantSummary {
+    pub id: Uuid,
+    pub kind: String,
+    pub amount: i64,
+    pub remaining: i64,
+    pub priority: i32,
+    pub effective_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drawn {
+    pub grant_id: Uuid,
+    pub kind: String,
+    pub amount: i64,
+}
+
+/// An accepted (or, with `dry_run`, would-be) debit. The debit SQL function renders it as JSON
+/// and the idempotency record stores that JSON, so a replay and the original answer agree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Debit {
+    pub id: Option<Uuid>,
+    pub key_id: KeyId,
+    pub pool: PoolName,
+    pub operation: Option<String>,
+    pub quantity: i64,
+    pub cost: i64,
+    /// The pool's available credits after the debit; `None` for an unlimited pool.
+    pub remaining: Option<i64>,
+    pub reset_at: DateTime<Utc>,
+    pub drawn: Vec<Drawn>,
+    pub plan_id: PlanId,
+    pub plan_version: i32,
+    pub metadata: serde_json::Value,
+    pub dry_run: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Entry {
+    pub id: i64,
+    pub key_id: String,
+    pub pool: String,
+    pub kind: String,
+    pub amount: i64,
+    pub balance_after: Option<i64>,
+    pub grant_id: Option<Uuid>,
+    pub operation: Option<String>,
+    pub debit_id: Option<Uuid>,
+    pub reservation_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub metadata: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EntryPage {
+    pub data: Vec<Entry>,
+    pub next_cursor: Option<String>,
+}

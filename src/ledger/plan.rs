@@ -1,0 +1,334 @@
+//! Plans: what each pool grants per period and what each operation costs. A plan's content is
+//! versioned; a version never changes once written.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::types::{
+    check_non_negative, check_positive, InvalidField, Interval, OperationName, PlanId, PoolName,
+    DEFAULT_POOL,
+};
+
+/// One pool in a plan. `allowance: None` is an unlimited pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolSpec {
+    pub allowance: Option<i64>,
+    pub rollover_cap: Option<i64>,
+    pub overage_limit: i64,
+}
+
+impl PoolSpec {
+    pub fn limited(allowance: i64) -> Self {
+        Self {
+            allowance: Some(allowance),
+            rollover_cap: None,
+            overage_limit: 0,
+        }
+    }
+}
+
+/// The price of one unit of an operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitPrice {
+    pub pool: PoolName,
+    pub cost: i64,
+}
+
+/// A burst rate limit that `/v1/verify` asks Unkey to apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub name: String,
+    pub limit: i64,
+    pub duration_ms: i64,
+}
+
+/// The versioned content of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanDefinition {
+    pub name: String,
+    pub interval: Interval,
+    pub pools: BTreeMap<PoolName, PoolSpec>,
+    pub operations: BTreeMap<OperationName, UnitPrice>,
+    pub ratelimits: Vec<RateLimit>,
+}
+
+/// One version of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub id: PlanId,
+    pub version: i32,
+    #[serde(flatten)]
+    pub definition: PlanDefinition,
+    pub created_at: DateTime<Utc>,
+}
+
+impl std::ops::Deref for Plan {
+    type Target = PlanDefinition;
+
+    fn deref(&self) -> &PlanDefinition {
+        &self.definition
+    }
+}
+
+impl Plan {
+    #[cfg(test)]
+    pub(crate) fn for_tests(
+        pools: BTreeMap<PoolName, PoolSpec>,
+        operations: BTreeMap<OperationName, UnitPrice>,
+    ) -> Self {
+        Plan {
+            id: PlanId::parse("plan_id", "test").unwrap(),
+            version: 1,
+            definition: PlanDefinition {
+                name: "Test".into(),
+                interval: Interval::Month,
+                pools,
+                operations,
+                ratelimits: Vec::new(),
+            },
+            created_at: Utc::now(),
+        }
+    }
+}
+
+/// The PUT body of a plan, as sent. Validated into a [`PlanDefinition`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanBody {
+    pub name: String,
+    pub interval: Interval,
+    pub pools: BTreeMap<String, PoolBody>,
+    #[serde(default)]
+    pub operations: BTreeMap<String, PriceBody>,
+    #[serde(default)]
+    pub ratelimits: Vec<RateLimitBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolBody {
+    /// Present-and-null (unlimited) differs from absent (a mistake), hence the double option.
+    #[serde(default, deserialize_with = "present")]
+    pub allowance: Option<Option<i64>>,
+    #[serde(default)]
+    pub rollover_cap: Option<i64>,
+    #[serde(default)]
+    pub overage_limit: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceBody {
+    #[serde(default)]
+    pub pool: Option<String>,
+    pub cost: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitBody {
+    pub name: String,
+    pub limit: i64,
+    pub duration_ms: i64,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    Option::<i64>::deserialize(d).map(Some)
+}
+
+const MAX_POOLS: usize = 32;
+const MAX_OPERATIONS: usize = 1000;
+const MAX_RATELIMITS: usize = 10;
+/// Unkey's own bounds for a rate limit.
+const RATELIMIT_LIMIT_MAX: i64 = 1_000_000;
+const RATELIMIT_DURATION_MS: std::ops::RangeInclusive<i64> = 1_000..=2_592_000_000;
+
+impl PlanBody {
+    pub fn validate(self) -> Result<PlanDefinition, InvalidField> {
+        let name = self.name.trim().to_owned();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(InvalidField::new("name", "must be 1 to 200 characters long"));
+        }
+        if self.pools.is_empty() {
+            return Err(InvalidField::new("pools", "must name at least one pool"));
+        }
+        if self.pools.len() > MAX_POOLS {
+            return Err(InvalidField::new(
+                "pools",
+                format!("may name at most {MAX_POOLS} pools"),
+            ));
+        }
+        let mut pools = BTreeMap::new();
+        for (raw, body) in self.pools {
+            let field = format!("pools.{raw}");
+            let pool = PoolName::parse(&field, &raw)?;
+            let allowance = match body.allowance {
+                None => {
+                    return Err(InvalidField::new(
+                        format!("{field}.allowance"),
+                        "is required (a number of credits per period, or null for unlimited)",
+                    ))
+                }
+                Some(None) => None,
+                Some(Some(n)) => Some(check_non_negative(&format!("{field}.allowance"), n)?),
+            };
+            let rollover_cap = body
+                .rollover_cap
+                .map(|n| check_non_negative(&format!("{field}.rollover_cap"), n))
+                .transpose()?;
+            let overage_limit = check_non_negative(
+                &format!("{field}.overage_limit"),
+                body.overage_limit.unwrap_or(0),
+            )?;
+            if allowance.is_none() && (rollover_cap.is_some() || overage_limit > 0) {
+                return Err(InvalidField::new(
+                    field,
+                    "is unlimited (allowance null) and so takes no rollover_cap or overage_limit",
+                ));
+            }
+            pools.insert(
+                pool,
+                PoolSpec {
+                    allowance,
+                    rollover_cap,
+                    overage_limit,
+                },
+            );
+        }
+        if self.operations.len() > MAX_OPERATIONS {
+            return Err(InvalidField::new(
+                "operations",
+                format!("may name at most {MAX_OPERATIONS} operations"),
+            ));
+        }
+        let mut operations = BTreeMap::new();
+        for (raw, body) in self.operations {
+            let field = format!("operations.{raw}");
+            let operation = OperationName::parse(&field, &raw)?;
+            let pool = PoolName::parse(
+                &format!("{field}.pool"),
+                body.pool.as_deref().unwrap_or(DEFAULT_POOL),
+            )?;
+            if !pools.contains_key(&pool) {
+                return Err(InvalidField::new(
+                    format!("{field}.pool"),
+                    format!("names pool {pool}, which the plan does not define in pools"),
+                ));
+            }
+            let cost = check_positive(&format!("{field}.cost"), body.cost)?;
+            operations.insert(operation, UnitPrice { pool, cost });
+        }
+        if self.ratelimits.len() > MAX_RATELIMITS {
+            return Err(InvalidField::new(
+                "ratelimits",
+                format!("may hold at most {MAX_RATELIMITS} limits"),
+            ));
+        }
+        let mut ratelimits = Vec::with_capacity(self.ratelimits.len());
+        for (i, body) in self.ratelimits.into_iter().enumerate() {
+            let field = format!("ratelimits[{i}]");
+            OperationName::parse(&format!("{field}.name"), &body.name)?;
+            if ratelimits.iter().any(|r: &RateLimit| r.name == body.name) {
+                return Err(InvalidField::new(
+                    format!("{field}.name"),
+                    "repeats the name of another limit",
+                ));
+            }
+            if !(1..=RATELIMIT_LIMIT_MAX).contains(&body.limit) {
+                return Err(InvalidField::new(
+                    format!("{field}.limit"),
+                    format!("must be between 1 and {RATELIMIT_LIMIT_MAX}"),
+                ));
+            }
+            if !RATELIMIT_DURATION_MS.contains(&body.duration_ms) {
+                return Err(InvalidField::new(
+                    format!("{field}.duration_ms"),
+                    "must be between 1000 and 2592000000 milliseconds",
+                ));
+            }
+            ratelimits.push(RateLimit {
+                name: body.name,
+                limit: body.limit,
+                duration_ms: body.duration_ms,
+            });
+        }
+        Ok(PlanDefinition {
+            name,
+            interval: self.interval,
+            pools,
+            operations,
+            ratelimits,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(json: serde_json::Value) -> Result<PlanDefinition, InvalidField> {
+        serde_json::from_value::<PlanBody>(json).unwrap().validate()
+    }
+
+    #[test]
+    fn a_plan_validates_and_defaults_the_operation_pool() {
+        let plan = body(serde_json::json!({
+            "name": "Pro", "interval": "month",
+            "pools": {"credits": {"allowance": 10000, "rollover_cap": 5000}},
+            "operations": {"image.generate": {"pool": "credits", "cost": 10}, "search": {"cost": 1}},
+        }))
+        .unwrap();
+        let search = &plan.operations[&OperationName::parse("o", "search").unwrap()];
+        assert_eq!(search.pool.as_str(), "credits");
+        assert_eq!(plan.pools[&PoolName::default_pool()].overage_limit, 0);
+    }
+
+    #[test]
+    fn allowance_must_be_present_and_null_means_unlimited() {
+        let missing = body(serde_json::json!({
+            "name": "P", "interval": "day", "pools": {"credits": {}}}));
+        assert_eq!(missing.unwrap_err().field, "pools.credits.allowance");
+        let unlimited = body(serde_json::json!({
+            "name": "P", "interval": "day", "pools": {"credits": {"allowance": null}}}))
+        .unwrap();
+        assert_eq!(unlimited.pools[&PoolName::default_pool()].allowance, None);
+    }
+
+    #[test]
+    fn invalid_plans_name_the_field() {
+        let cases = [
+            (
+                serde_json::json!({"name": "", "interval": "day", "pools": {"credits": {"allowance": 1}}}),
+                "name",
+            ),
+            (
+                serde_json::json!({"name": "P", "interval": "day", "pools": {}}),
+                "pools",
+            ),
+            (
+                serde_json::json!({"name": "P", "interval": "day", "pools": {"credits": {"allowance": -1}}}),
+                "pools.credits.allowance",
+            ),
+            (
+                serde_json::json!({"name": "P", "interval": "day", "pools": {"credits": {"allowance": 1}},
+                    "operations": {"x": {"pool": "tokens", "cost": 1}}}),
+                "operations.x.pool",
+            ),
+            (
+                serde_json::json!({"name": "P", "interval": "day", "pools": {"credits": {"allowance": 1}},
+                    "operations": {"x": {"cost": 0}}}),
+                "operations.x.cost",
+            ),
+            (
+                serde_json::json!({"name": "P", "interval": "day", "pools": {"credits": {"allowance": 1}},
+                    "ratelimits": [{"name": "burst", "limit": 5, "duration_ms": 10}]}),
+                "ratelimits[0].duration_ms",
+            ),
+        ];
+        for (json, field) in cases {
+            assert_eq!(body(json).unwrap_err().field, field);
+        }
+    }
+}

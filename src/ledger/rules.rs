@@ -1,0 +1,457 @@
+//! The pure rules of the ledger: period arithmetic, pricing and consumption order.
+//! Nothing here touches the database or HTTP, so every rule is tested on its own.
+
+use std::cmp::Ordering;
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
+use uuid::Uuid;
+
+use super::plan::Plan;
+use super::types::{Interval, OperationName, PoolName, MAX_CREDITS};
+
+/// A billing period `[start, end)` and its index k from the anchor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    pub index: i64,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+/// Start of period `k` of an account: `anchor + k × interval` (rule 3). Months and years are
+/// always computed from the anchor and clamp to the month's last day (Jan 31 → Feb 28/29 →
+/// Mar 31). `None` when the result leaves the calendar chrono supports.
+pub fn period_start(anchor: DateTime<Utc>, interval: Interval, k: i64) -> Option<DateTime<Utc>> {
+    match interval {
+        Interval::Day => anchor.checked_add_signed(Duration::try_days(k)?),
+        Interval::Week => anchor.checked_add_signed(Duration::try_weeks(k)?),
+        Interval::Month => add_months_clamped(anchor, k),
+        Interval::Year => add_months_clamped(anchor, k.checked_mul(12)?),
+    }
+}
+
+fn add_months_clamped(anchor: DateTime<Utc>, months: i64) -> Option<DateTime<Utc>> {
+    let total = i64::from(anchor.year())
+        .checked_mul(12)?
+        .checked_add(i64::from(anchor.month0()))?
+        .checked_add(months)?;
+    let year = i32::try_from(total.div_euclid(12)).ok()?;
+    let month = u32::try_from(total.rem_euclid(12)).ok()? + 1;
+    let day = anchor.day().min(days_in_month(year, month)?);
+    let date = NaiveDate::from_ymd_opt(year, month, day)?;
+    Some(date.and_time(anchor.time()).and_utc())
+}
+
+fn days_in_month(year: i32, month: u32) -> Option<u32> {
+    let first = NaiveDate::from_ymd_opt(year, month, 1)?;
+    let next = if month == 12 {
+        NaiveDate::from_ymd_opt(year.checked_add(1)?, 1, 1)?
+    } else {
+        NaiveDate::from_ymd_opt(year, month + 1, 1)?
+    };
+    u32::try_from(next.signed_duration_since(first).num_days()).ok()
+}
+
+/// The period of an account that contains `now`. Works for anchors in the past and the future.
+pub fn period_containing(
+    anchor: DateTime<Utc>,
+    interval: Interval,
+    now: DateTime<Utc>,
+) -> Option<Period> {
+    let elapsed = now.signed_duration_since(anchor);
+    // An estimate that is off by at most one or two; the loops below make it exact.
+    let mut k = match interval {
+        Interval::Day => elapsed.num_seconds().div_euclid(86_400),
+        Interval::Week => elapsed.num_seconds().div_euclid(7 * 86_400),
+        Interval::Month => {
+            (i64::from(now.year()) - i64::from(anchor.year())) * 12 + i64::from(now.month0())
+                - i64::from(anchor.month0())
+        }
+        Interval::Year => i64::from(now.year()) - i64::from(anchor.year()),
+    };
+    while period_start(anchor, interval, k)? > now {
+        k -= 1;
+    }
+    while period_start(anchor, interval, k + 1)? <= now {
+        k += 1;
+    }
+    Some(Period {
+        index: k,
+        start: period_start(anchor, interval, k)?,
+        end: period_start(anchor, interval, k + 1)?,
+    })
+}
+
+/// What a debit asks to be charged, before pricing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebitSpec {
+    pub operation: Option<OperationName>,
+    pub quantity: i64,
+    pub cost: Option<i64>,
+    pub pool: Option<PoolName>,
+}
+
+/// A priced debit: how much, from which pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
+    pub pool: PoolName,
+    pub cost: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PriceError {
+    #[error("operation {0} has no price in this account's plan")]
+    UnknownOperation(OperationName),
+    #[error("pool {0} is not part of this account's plan")]
+    UnknownPool(PoolName),
+    #[error("operation {operation} is priced in pool {priced}, not {requested}")]
+    PoolMismatch {
+        operation: OperationName,
+        priced: PoolName,
+        requested: PoolName,
+    },
+    #[error("the cost of {quantity} × {operation} exceeds {MAX_CREDITS} credits")]
+    CostTooLarge {
+        operation: OperationName,
+        quantity: i64,
+    },
+    #[error("a debit needs an operation or an explicit cost")]
+    NothingToPrice,
+}
+
+/// cost = price(operation) × quantity, or the explicit cost (rule 1).
+pub fn price(plan: &Plan, spec: &DebitSpec) -> Result<Charge, PriceError> {
+    if let Some(cost) = spec.cost {
+        let pool = spec.pool.clone().unwrap_or_else(PoolName::default_pool);
+        if !plan.pools.contains_key(&pool) {
+            return Err(PriceError::UnknownPool(pool));
+        }
+        return Ok(Charge { pool, cost });
+    }
+    let operation = spec.operation.as_ref().ok_or(PriceError::NothingToPrice)?;
+    let unit = plan
+        .operations
+        .get(operation)
+        .ok_or_else(|| PriceError::UnknownOperation(operation.clone()))?;
+    if let Some(requested) = &spec.pool {
+        if *requested != unit.pool {
+            return Err(PriceError::PoolMismatch {
+                operation: operation.clone(),
+                priced: unit.pool.clone(),
+                requested: requested.clone(),
+            });
+        }
+    }
+    let cost = unit
+        .cost
+        .checked_mul(spec.quantity)
+        .filter(|cost| *cost <= MAX_CREDITS)
+        .ok_or_else(|| PriceError::CostTooLarge {
+            operation: operation.clone(),
+            quantity: spec.quantity,
+        })?;
+    Ok(Charge {
+        pool: unit.pool.clone(),
+        cost,
+    })
+}
+
+/// What consumption order looks at in a grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderKey {
+    pub expires_at: Option<DateTime<Utc>>,
+    pub priority: i32,
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+/// Consumption order (rule 2): soonest `expires_at` first with never-expiring last, then higher
+/// `priority`, then oldest; the id breaks ties so the order is total. The debit SQL function
+/// orders by the same keys (`ORDER BY expires_at ASC NULLS LAST, priority DESC, created_at, id`).
+pub fn consumption_order(a: &OrderKey, b: &OrderKey) -> Ordering {
+    let expiry = match (a.expires_at, b.expires_at) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    };
+    expiry
+        .then_with(|| b.priority.cmp(&a.priority))
+        .then_with(|| a.created_at.cmp(&b.created_at))
+        .then_with(|| a.id.cmp(&b.id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::plan::{PoolSpec, UnitPrice};
+    use chrono::TimeZone;
+    use std::collections::BTreeMap;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn month_periods_clamp_to_month_end_and_come_back_from_the_anchor() {
+        let anchor = t("2027-01-31T10:00:00Z");
+        let cases = [
+            (0, "2027-01-31T10:00:00Z"),
+            (1, "2027-02-28T10:00:00Z"),
+            (2, "2027-03-31T10:00:00Z"),
+            (3, "2027-04-30T10:00:00Z"),
+            (11, "2027-12-31T10:00:00Z"),
+            (12, "2028-01-31T10:00:00Z"),
+            (13, "2028-02-29T10:00:00Z"), // leap year
+            (-1, "2026-12-31T10:00:00Z"),
+            (-11, "2026-02-28T10:00:00Z"),
+        ];
+        for (k, expected) in cases {
+            assert_eq!(
+                period_start(anchor, Interval::Month, k),
+                Some(t(expected)),
+                "k = {k}"
+            );
+        }
+    }
+
+    #[test]
+    fn year_periods_clamp_leap_days() {
+        let anchor = t("2028-02-29T00:00:00Z");
+        assert_eq!(
+            period_start(anchor, Interval::Year, 1),
+            Some(t("2029-02-28T00:00:00Z"))
+        );
+        assert_eq!(
+            period_start(anchor, Interval::Year, 4),
+            Some(t("2032-02-29T00:00:00Z"))
+        );
+        assert_eq!(
+            period_start(anchor, Interval::Year, -1),
+            Some(t("2027-02-28T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn day_and_week_periods_cross_year_ends() {
+        let anchor = t("2026-12-31T23:30:00Z");
+        assert_eq!(
+            period_start(anchor, Interval::Day, 1),
+            Some(t("2027-01-01T23:30:00Z"))
+        );
+        assert_eq!(
+            period_start(anchor, Interval::Week, 1),
+            Some(t("2027-01-07T23:30:00Z"))
+        );
+    }
+
+    #[test]
+    fn period_containing_now_is_exact_at_the_boundaries() {
+        let anchor = t("2026-01-31T00:00:00Z");
+        let cases = [
+            (
+                "2026-02-28T00:00:00Z",
+                "2026-02-28T00:00:00Z",
+                "2026-03-31T00:00:00Z",
+            ),
+            (
+                "2026-02-27T23:59:59Z",
+                "2026-01-31T00:00:00Z",
+                "2026-02-28T00:00:00Z",
+            ),
+            (
+                "2026-11-25T08:00:00Z",
+                "2026-10-31T00:00:00Z",
+                "2026-11-30T00:00:00Z",
+            ),
+            (
+                "2026-12-31T00:00:00Z",
+                "2026-12-31T00:00:00Z",
+                "2027-01-31T00:00:00Z",
+            ),
+            // An anchor in the future: the period that contains now lies before it.
+            (
+                "2025-12-15T00:00:00Z",
+                "2025-11-30T00:00:00Z",
+                "2025-12-31T00:00:00Z",
+            ),
+        ];
+        for (now, start, end) in cases {
+            let period = period_containing(anchor, Interval::Month, t(now)).unwrap();
+            assert_eq!(period.start, t(start), "now = {now}");
+            assert_eq!(period.end, t(end), "now = {now}");
+            assert!(period.start <= t(now) && t(now) < period.end);
+        }
+    }
+
+    #[test]
+    fn period_containing_now_holds_for_every_interval_over_many_instants() {
+        let anchor = Utc.with_ymd_and_hms(2024, 1, 31, 12, 0, 0).unwrap();
+        for interval in [
+            Interval::Day,
+            Interval::Week,
+            Interval::Month,
+            Interval::Year,
+        ] {
+            let mut now = Utc.with_ymd_and_hms(2019, 3, 1, 0, 0, 0).unwrap();
+            let stop = Utc.with_ymd_and_hms(2031, 3, 1, 0, 0, 0).unwrap();
+            while now < stop {
+                let p = period_containing(anchor, interval, now).unwrap();
+                assert!(p.start <= now && now < p.end, "{interval:?} at {now}");
+                assert_eq!(period_start(anchor, interval, p.index), Some(p.start));
+                now += Duration::hours(37) + Duration::seconds(13);
+            }
+        }
+    }
+
+    #[test]
+    fn period_arithmetic_out_of_range_is_none_not_a_panic() {
+        let anchor = t("2026-01-01T00:00:00Z");
+        assert_eq!(period_start(anchor, Interval::Month, i64::MAX), None);
+        assert_eq!(period_start(anchor, Interval::Day, i64::MIN), None);
+    }
+
+    fn plan() -> Plan {
+        let credits = PoolName::default_pool();
+        let tokens = PoolName::parse("pool", "ai-tokens").unwrap();
+        let mut pools = BTreeMap::new();
+        pools.insert(credits.clone(), PoolSpec::limited(1000));
+        pools.insert(tokens.clone(), PoolSpec::limited(50));
+        let mut operations = BTreeMap::new();
+        operations.insert(
+            OperationName::parse("operation", "image.generate").unwrap(),
+            UnitPrice {
+                pool: credits,
+                cost: 10,
+            },
+        );
+        operations.insert(
+            OperationName::parse("operation", "chat").unwrap(),
+            UnitPrice {
+                pool: tokens,
+                cost: 3,
+            },
+        );
+        Plan::for_tests(pools, operations)
+    }
+
+    fn op(name: &str) -> Option<OperationName> {
+        Some(OperationName::parse("operation", name).unwrap())
+    }
+
+    #[test]
+    fn price_is_unit_cost_times_quantity_in_the_operations_pool() {
+        let charge = price(
+            &plan(),
+            &DebitSpec {
+                operation: op("image.generate"),
+                quantity: 3,
+                cost: None,
+                pool: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(charge.cost, 30);
+        assert_eq!(charge.pool.as_str(), "credits");
+        let charge = price(
+            &plan(),
+            &DebitSpec {
+                operation: op("chat"),
+                quantity: 2,
+                cost: None,
+                pool: None,
+            },
+        )
+        .unwrap();
+        assert_eq!((charge.pool.as_str(), charge.cost), ("ai-tokens", 6));
+    }
+
+    #[test]
+    fn explicit_cost_wins_and_the_operation_is_only_recorded() {
+        let charge = price(
+            &plan(),
+            &DebitSpec {
+                operation: op("not-in-plan"),
+                quantity: 1,
+                cost: Some(25),
+                pool: None,
+            },
+        )
+        .unwrap();
+        assert_eq!((charge.pool.as_str(), charge.cost), ("credits", 25));
+    }
+
+    #[test]
+    fn pricing_refuses_unknown_operations_pools_and_overflow() {
+        let p = plan();
+        let unknown = price(
+            &p,
+            &DebitSpec {
+                operation: op("nope"),
+                quantity: 1,
+                cost: None,
+                pool: None,
+            },
+        );
+        assert!(matches!(unknown, Err(PriceError::UnknownOperation(_))));
+        let pool = price(
+            &p,
+            &DebitSpec {
+                operation: None,
+                quantity: 1,
+                cost: Some(5),
+                pool: Some(PoolName::parse("pool", "exports").unwrap()),
+            },
+        );
+        assert!(matches!(pool, Err(PriceError::UnknownPool(_))));
+        let mismatch = price(
+            &p,
+            &DebitSpec {
+                operation: op("chat"),
+                quantity: 1,
+                cost: None,
+                pool: Some(PoolName::default_pool()),
+            },
+        );
+        assert!(matches!(mismatch, Err(PriceError::PoolMismatch { .. })));
+        let overflow = price(
+            &p,
+            &DebitSpec {
+                operation: op("image.generate"),
+                quantity: i64::MAX,
+                cost: None,
+                pool: None,
+            },
+        );
+        assert!(matches!(overflow, Err(PriceError::CostTooLarge { .. })));
+        let too_large = price(
+            &p,
+            &DebitSpec {
+                operation: op("image.generate"),
+                quantity: MAX_CREDITS / 10 + 1,
+                cost: None,
+                pool: None,
+            },
+        );
+        assert!(matches!(too_large, Err(PriceError::CostTooLarge { .. })));
+    }
+
+    #[test]
+    fn consumption_order_spends_soonest_expiry_then_priority_then_oldest() {
+        let base = t("2026-11-01T00:00:00Z");
+        let key = |n: u128, expires: Option<&str>, priority: i32, age: i64| OrderKey {
+            expires_at: expires.map(t),
+            priority,
+            created_at: base - Duration::days(age),
+            id: Uuid::from_u128(n),
+        };
+        let pack = key(1, None, 0, 30);
+        let allowance = key(2, Some("2026-12-01T00:00:00Z"), 0, 1);
+        let rollover = key(3, Some("2026-11-30T00:00:00Z"), 0, 0);
+        let promo_high = key(4, None, 5, 0);
+        let newer_pack = key(5, None, 0, 2);
+        let mut grants = [pack, newer_pack, allowance, promo_high, rollover];
+        grants.sort_by(consumption_order);
+        let ids: Vec<u128> = grants.iter().map(|g| g.id.as_u128()).collect();
+        assert_eq!(ids, vec![3, 2, 4, 1, 5]);
+    }
+}

@@ -169,7 +169,9 @@ mod tests {
             "LEDGER_LISTEN"
         );
         assert_eq!(
-            parse(&[("LEDGER_DB_MAX_CONNECTIONS", "0")]).unwrap_err().name,
+            parse(&[("LEDGER_DB_MAX_CONNECTIONS", "0")])
+                .unwrap_err()
+                .name,
             "LEDGER_DB_MAX_CONNECTIONS"
         );
         assert_eq!(
@@ -186,6 +188,9 @@ mod tests {
         ])
         .unwrap();
         let shown = format!("{config:?}");
-        assert!(!shown.contains("hunter2") && !shown.contains("topsecret"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("topsecret"),
+            "{shown}"
+        );
     }
 }

@@ -50,7 +50,7 @@ impl ApiError {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",
-            "the ledger hit an unexpected error; nothing was changed and the error was logged",
+            "the ledger hit an unexpected error; the error was logged",
         )
     }
 
@@ -58,20 +58,22 @@ impl ApiError {
     pub fn for_status(status: StatusCode) -> Self {
         let (code, message) = match status {
             StatusCode::NOT_FOUND => ("not_found", "no such route"),
-            StatusCode::METHOD_NOT_ALLOWED => {
-                ("method_not_allowed", "this route does not accept that method")
-            }
-            StatusCode::PAYLOAD_TOO_LARGE => {
-                ("payload_too_large", "the request body is larger than 64 KiB")
-            }
+            StatusCode::METHOD_NOT_ALLOWED => (
+                "method_not_allowed",
+                "this route does not accept that method",
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE => (
+                "payload_too_large",
+                "the request body is larger than 64 KiB",
+            ),
             StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => (
                 "unavailable",
-                "the request did not finish in time; it may be retried",
+                "the request did not finish in time and its effect is unknown; \
+                 retry it with the same Idempotency-Key",
             ),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-                "unsupported_media_type",
-                "the request body must be JSON",
-            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                ("unsupported_media_type", "the request body must be JSON")
+            }
             s if s.is_server_error() => ("internal_error", "the ledger hit an unexpected error"),
             _ => ("bad_request", "the request could not be understood"),
         };
@@ -81,7 +83,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message, "details": self.details}});
+        let body =
+            json!({"error": {"code": self.code, "message": self.message, "details": self.details}});
         let mut response = (self.status, axum::Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response
@@ -139,10 +142,12 @@ impl From<LedgerError> for ApiError {
                     price.to_string(),
                 )
                 .with_details(json!({"field": "operation", "operation": op})),
-                PriceError::UnknownPool(pool) => {
-                    Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_pool", price.to_string())
-                        .with_details(json!({"field": "pool", "pool": pool}))
-                }
+                PriceError::UnknownPool(pool) => Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unknown_pool",
+                    price.to_string(),
+                )
+                .with_details(json!({"field": "pool", "pool": pool})),
                 PriceError::PoolMismatch { .. } => Self::invalid_field(
                     "invalid_request",
                     &InvalidField::new("pool", price.to_string()),
@@ -192,7 +197,7 @@ impl From<LedgerError> for ApiError {
                     Self::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "database_unavailable",
-                        "the ledger's database is unavailable; nothing was changed, retry shortly",
+                        "the ledger's database is unavailable; retry shortly with the same Idempotency-Key",
                     )
                 } else {
                     tracing::error!(error = %db, "database error");

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
@@ -82,7 +82,8 @@ pub async fn put(
     }
     let input = AccountInput {
         plan,
-        billing_anchor: body.billing_anchor,
+        // PostgreSQL keeps microseconds; so does the ledger, so a repeated PUT matches.
+        billing_anchor: body.billing_anchor.map(|a| a.trunc_subsecs(6)),
         external_id: body.external_id,
         metadata: metadata_object(body.metadata)?,
     };

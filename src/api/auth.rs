@@ -67,10 +67,9 @@ fn role(parts: &Parts, state: &AppState) -> Result<Role, ApiError> {
     let token = bearer(parts).ok_or_else(|| {
         ApiError::unauthorized("send an admin or service token as 'Authorization: Bearer <token>'")
     })?;
-    state
-        .tokens
-        .role_of(token)
-        .ok_or_else(|| ApiError::unauthorized("the bearer token is not a known admin or service token"))
+    state.tokens.role_of(token).ok_or_else(|| {
+        ApiError::unauthorized("the bearer token is not a known admin or service token")
+    })
 }
 
 /// An admin token: may do everything.

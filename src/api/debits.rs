@@ -12,6 +12,7 @@ use super::auth::Service;
 use super::extract::{request_hash, AppJson, AppPath, IdempotencyKey};
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::ledger::model::Debit;
 use crate::ledger::ops::{DebitOutcome, DebitRequest, Idempotency};
 use crate::ledger::rules::DebitSpec;
 use crate::ledger::types::{check_positive, InvalidField, OperationName, PoolName};
@@ -68,16 +69,30 @@ impl DebitBody {
                 cost,
                 pool,
             },
-            metadata: metadata_object(self.metadata)?.unwrap_or_else(|| Value::Object(Default::default())),
+            metadata: metadata_object(self.metadata)?
+                .unwrap_or_else(|| Value::Object(Default::default())),
             dry_run: self.dry_run,
         })
     }
 }
 
+/// The request as the ledger understood it, defaults filled in: what an idempotency key is tied
+/// to, so that `{"operation": "search"}` and `{"operation": "search", "quantity": 1}` are one
+/// request.
+fn normalized(request: &DebitRequest) -> Value {
+    serde_json::json!({
+        "operation": request.spec.operation,
+        "quantity": request.spec.quantity,
+        "cost": request.spec.cost,
+        "pool": request.spec.pool,
+        "metadata": request.metadata,
+    })
+}
+
 /// Renders a successful debit (or its replay) with `X-Credits-Remaining`.
-pub fn debit_response(status: StatusCode, body: Value, replayed: bool) -> Response {
-    let remaining = body.get("remaining").and_then(Value::as_i64);
-    let mut response = (status, Json(body)).into_response();
+pub fn debit_response(status: StatusCode, debit: &Debit, replayed: bool) -> Response {
+    let remaining = debit.remaining;
+    let mut response = (status, Json(debit)).into_response();
     if let Some(remaining) = remaining {
         response
             .headers_mut()
@@ -98,13 +113,13 @@ pub async fn create(
     State(state): State<AppState>,
     AppPath(raw_key): AppPath<String>,
     IdempotencyKey(idempotency_key): IdempotencyKey,
-    AppJson(body, raw): AppJson<DebitBody>,
+    AppJson(body, _): AppJson<DebitBody>,
 ) -> Result<Response, ApiError> {
     let key = key_id(&raw_key)?;
     let request = body.validate()?;
     let idempotency = idempotency_key.map(|key| Idempotency {
         key,
-        request_hash: request_hash("POST /v1/accounts/{key_id}/debits", &raw),
+        request_hash: request_hash("POST /v1/accounts/{key_id}/debits", &normalized(&request)),
     });
     match state
         .ledger
@@ -117,13 +132,20 @@ pub async fn create(
             } else {
                 StatusCode::CREATED
             };
-            let body = serde_json::to_value(&debit).map_err(|_| ApiError::internal())?;
-            Ok(debit_response(status, body, false))
+            Ok(debit_response(status, &debit, false))
         }
-        DebitOutcome::Replayed { status, body } => Ok(debit_response(
-            StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED),
-            body,
-            true,
-        )),
+        DebitOutcome::Replayed { status, body } => {
+            // The stored JSON comes from PostgreSQL; render it through the same type as the
+            // original answer so the replay is byte for byte the same.
+            let debit: Debit = serde_json::from_value(body).map_err(|e| {
+                tracing::error!(error = %e, "stored debit response does not decode");
+                ApiError::internal()
+            })?;
+            Ok(debit_response(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED),
+                &debit,
+                true,
+            ))
+        }
     }
 }

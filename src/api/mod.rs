@@ -30,7 +30,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/plans", get(plans::list))
         .route("/v1/plans/{plan_id}", put(plans::put).get(plans::get))
         .route("/v1/accounts", get(accounts::list))
-        .route("/v1/accounts/{key_id}", put(accounts::put).get(accounts::get))
+        .route(
+            "/v1/accounts/{key_id}",
+            put(accounts::put).get(accounts::get),
+        )
         .route("/v1/accounts/{key_id}/balance", get(accounts::balance))
         .route("/v1/accounts/{key_id}/debits", post(debits::create))
         .route("/v1/accounts/{key_id}/entries", get(accounts::entries))

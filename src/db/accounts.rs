@@ -44,7 +44,10 @@ pub async fn get_many(
 }
 
 /// Reads the account and locks it: every change to an account's grants holds this lock.
-pub async fn lock(conn: &mut PgConnection, key_id: &str) -> Result<Option<AccountRow>, sqlx::Error> {
+pub async fn lock(
+    conn: &mut PgConnection,
+    key_id: &str,
+) -> Result<Option<AccountRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE key_id = $1 FOR UPDATE"
     ))

@@ -40,7 +40,8 @@ impl PlanRow {
     }
 }
 
-const COLUMNS: &str = "p.id, p.version, p.name, p.interval, p.pools, p.operations, p.ratelimits, p.created_at";
+const COLUMNS: &str =
+    "p.id, p.version, p.name, p.interval, p.pools, p.operations, p.ratelimits, p.created_at";
 
 /// The latest version of a plan, or a given one.
 pub async fn get(

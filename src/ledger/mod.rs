@@ -69,10 +69,7 @@ pub enum LedgerError {
     #[error("the idempotency key was already used with other parameters")]
     IdempotencyKeyReused,
     #[error("{message}")]
-    Conflict {
-        code: &'static str,
-        message: String,
-    },
+    Conflict { code: &'static str, message: String },
     #[error("a number is out of range: {0}")]
     OutOfRange(String),
     #[error("database error: {0}")]

@@ -8,9 +8,7 @@ use sqlx::{PgConnection, PgPool};
 use tracing::instrument;
 use uuid::Uuid;
 
-use super::model::{
-    Account, Balance, Debit, EntryPage, GrantSummary, PeriodView, PoolBalance,
-};
+use super::model::{Account, Balance, Debit, EntryPage, GrantSummary, PeriodView, PoolBalance};
 use super::plan::{Plan, PlanDefinition};
 use super::rules::{self, DebitSpec, OrderKey, PriceError};
 use super::types::{InvalidField, KeyId, PlanId, PoolName};
@@ -171,7 +169,7 @@ impl Ledger {
                 });
             }
             if let Some(anchor) = input.billing_anchor {
-                if anchor != row.billing_anchor {
+                if anchor.trunc_subsecs(6) != row.billing_anchor {
                     return Err(LedgerError::Conflict {
                         code: "billing_anchor_immutable",
                         message: format!(
@@ -289,7 +287,9 @@ impl Ledger {
                     return Ok(DebitOutcome::Accepted(debit));
                 }
                 Some("replay") => {
-                    let status = outcome["status"].as_i64().and_then(|s| u16::try_from(s).ok());
+                    let status = outcome["status"]
+                        .as_i64()
+                        .and_then(|s| u16::try_from(s).ok());
                     return Ok(DebitOutcome::Replayed {
                         status: status.unwrap_or(201),
                         body: outcome["body"].clone(),
@@ -337,7 +337,10 @@ impl Ledger {
         limit: i64,
     ) -> Result<EntryPage, LedgerError> {
         let mut conn = self.db.acquire().await?;
-        if db::accounts::get(&mut conn, key_id.as_str()).await?.is_none() {
+        if db::accounts::get(&mut conn, key_id.as_str())
+            .await?
+            .is_none()
+        {
             return Err(LedgerError::AccountNotFound(key_id.clone()));
         }
         let mut data = db::entries::list(&mut conn, key_id.as_str(), before, limit + 1).await?;

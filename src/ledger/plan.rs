@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::types::{
-    check_non_negative, check_positive, InvalidField, Interval, OperationName, PlanId, PoolName,
+    check_non_negative, check_positive, Interval, InvalidField, OperationName, PlanId, PoolName,
     DEFAULT_POOL,
 };
 
@@ -149,7 +149,10 @@ impl PlanBody {
     pub fn validate(self) -> Result<PlanDefinition, InvalidField> {
         let name = self.name.trim().to_owned();
         if name.is_empty() || name.chars().count() > 200 {
-            return Err(InvalidField::new("name", "must be 1 to 200 characters long"));
+            return Err(InvalidField::new(
+                "name",
+                "must be 1 to 200 characters long",
+            ));
         }
         if self.pools.is_empty() {
             return Err(InvalidField::new("pools", "must name at least one pool"));

@@ -1,0 +1,145 @@
+//! The binary: configuration errors, migrate, and a graceful stop.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgConnection};
+use std::str::FromStr;
+
+use crate::helpers::server_url;
+
+fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_credit-ledger"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+}
+
+#[test]
+fn an_unreachable_database_is_a_one_line_error_naming_database_url() {
+    let output = binary()
+        .arg("migrate")
+        .env(
+            "DATABASE_URL",
+            "postgres://postgres:s3cret@127.0.0.1:1/credit_ledger",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+    assert!(
+        !stderr.contains("s3cret"),
+        "the password is not printed: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_bad_setting_is_a_one_line_error_naming_it() {
+    let output = binary()
+        .arg("serve")
+        .env("LEDGER_LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("LEDGER_LISTEN"), "{stderr}");
+}
+
+async fn with_fresh_database_name(test: impl AsyncFnOnce(String)) {
+    let name = format!("cl_cli_{}", uuid::Uuid::new_v4().simple());
+    let server = PgConnectOptions::from_str(&server_url()).unwrap();
+    let url = server.clone().database(&name).to_url_lossy().to_string();
+    test(url).await;
+    let mut conn = PgConnection::connect_with(&server).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn migrate_creates_the_database_and_applies_every_migration() {
+    with_fresh_database_name(async |url| {
+        let status = binary()
+            .arg("migrate")
+            .env("DATABASE_URL", &url)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        let applied: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(applied as usize, credit_ledger::db::MIGRATOR.iter().count());
+        // A second run is a no-op.
+        let again = binary()
+            .arg("migrate")
+            .env("DATABASE_URL", &url)
+            .status()
+            .unwrap();
+        assert!(again.success());
+        conn.close().await.ok();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn serve_answers_and_stops_gracefully_on_sigterm() {
+    with_fresh_database_name(async |url| {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let mut child = binary()
+            .arg("serve")
+            .env("DATABASE_URL", &url)
+            .env("LEDGER_LISTEN", format!("127.0.0.1:{port}"))
+            .env("LEDGER_ADMIN_TOKENS", "adm")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let client = reqwest::Client::new();
+        let mut up = false;
+        for _ in 0..100 {
+            if let Ok(r) = client
+                .get(format!("http://127.0.0.1:{port}/readyz"))
+                .send()
+                .await
+            {
+                if r.status() == 200 {
+                    up = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(up, "the service became ready");
+        let kill = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let mut exited = None;
+        for _ in 0..100 {
+            if let Some(status) = child.try_wait().unwrap() {
+                exited = Some(status);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let status = exited.unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("serve did not stop on SIGTERM")
+        });
+        assert!(status.success(), "exit status {status}");
+    })
+    .await;
+}

@@ -1,0 +1,97 @@
+//! openapi.yaml stays true: every documented operation is served, and every response any test
+//! receives is validated against it (see `helpers::Spec::check`).
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::helpers::{spawn_app, spec};
+
+#[tokio::test]
+async fn every_documented_operation_is_served() {
+    let app = spawn_app().await;
+    let paths = spec().document()["paths"].as_object().unwrap().clone();
+    let mut checked = 0;
+    for (template, item) in &paths {
+        let concrete: String = template
+            .split('/')
+            .map(|s| if s.starts_with('{') { "probe" } else { s })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in ["get", "put", "post", "delete", "patch"] {
+            if item.get(method).is_none() {
+                continue;
+            }
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let response = app.call(m, &concrete).no_token().send().await;
+            assert!(
+                !(response.status == 404 && response.error_code() == "not_found")
+                    && response.status != 405,
+                "{method} {template} is documented but not served: {} {}",
+                response.status,
+                response.body
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "checked {checked} operations");
+}
+
+fn walk_refs(value: &Value, document: &Value, found: &mut usize) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(reference)) = map.get("$ref") {
+                assert!(
+                    document
+                        .pointer(reference.trim_start_matches('#'))
+                        .is_some(),
+                    "dangling $ref {reference}"
+                );
+                *found += 1;
+            }
+            for v in map.values() {
+                walk_refs(v, document, found);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| walk_refs(v, document, found)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_spec_is_openapi_3_1_with_resolving_refs_and_documented_errors() {
+    let document = spec().document();
+    assert_eq!(document["openapi"], "3.1.0");
+    let mut refs = 0;
+    walk_refs(document, document, &mut refs);
+    assert!(refs > 0);
+    for (template, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            if !["get", "put", "post", "delete", "patch"].contains(&method.as_str()) {
+                continue;
+            }
+            let responses = operation["responses"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{method} {template} has no responses"));
+            if template.starts_with("/v1/") {
+                for status in ["401", "500"] {
+                    assert!(
+                        responses.contains_key(status),
+                        "{method} {template} does not document {status}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn credit_ledger_openapi_prints_the_committed_spec() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_credit-ledger"))
+        .arg("openapi")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap();
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), committed);
+}

@@ -1,0 +1,207 @@
+//! Bad input gets a clear 4xx naming the problem and changes nothing.
+
+use serde_json::json;
+
+use crate::helpers::{spawn_app, TestApp, SERVICE};
+
+async fn ready(app: &TestApp) {
+    app.create_plan("pro", Some(1000)).await;
+    app.create_account("key_1", "pro").await;
+}
+
+#[tokio::test]
+async fn bad_debit_bodies_are_refused_naming_the_field_and_change_nothing() {
+    let app = spawn_app().await;
+    ready(&app).await;
+    let before = app.snapshot().await;
+    let cases = [
+        (json!({"operation": "search", "quantity": 0}), "quantity"),
+        (json!({"operation": "search", "quantity": -3}), "quantity"),
+        (json!({"operation": "search", "quantity": 1.5}), "quantity"),
+        (json!({"operation": "search", "quantity": "2"}), "quantity"),
+        (
+            json!({"operation": "search", "quantity": 1_000_000_000_000_000_001_i64}),
+            "quantity",
+        ),
+        (json!({"cost": 0}), "cost"),
+        (json!({"cost": -1}), "cost"),
+        (json!({"cost": i64::MAX}), "cost"),
+        (json!({"operation": "search", "quantty": 2}), "quantty"),
+        (json!({"operation": 7}), "operation"),
+        (json!({"quantity": 2}), "operation"),
+        (
+            json!({"operation": "search", "metadata": [1, 2]}),
+            "metadata",
+        ),
+        (json!({"operation": "search", "dry_run": "yes"}), "dry_run"),
+        (json!({"operation": "x".repeat(200)}), "operation"),
+        (
+            json!({"operation": "image.generate", "quantity": 200_000_000_000_000_i64}),
+            "quantity",
+        ),
+    ];
+    for (body, field) in cases {
+        let response = app.debit("key_1", body.clone()).await;
+        response.assert_error(422, response.error_code());
+        assert_eq!(
+            response.body["error"]["details"]["field"], field,
+            "body {body} → {}",
+            response.body
+        );
+        assert!(
+            response.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(field),
+            "the message names {field}: {}",
+            response.body
+        );
+    }
+    // A number too large for any integer type.
+    app.debit("key_1", json!({"operation": "search", "quantity": 1e300}))
+        .await
+        .assert_error(422, "invalid_request");
+    app.post("/v1/accounts/key_1/debits")
+        .raw_body(r#"{"operation": "search", "quantity": 99999999999999999999999}"#)
+        .send()
+        .await
+        .assert_status(422);
+    assert_eq!(app.snapshot().await, before);
+}
+
+#[tokio::test]
+async fn malformed_json_is_400_invalid_json() {
+    let app = spawn_app().await;
+    ready(&app).await;
+    let before = app.snapshot().await;
+    for body in [
+        "{",
+        "not json",
+        "",
+        "[1,",
+        "{\"operation\": \"search\"} trailing",
+    ] {
+        let response = app
+            .post("/v1/accounts/key_1/debits")
+            .token(SERVICE)
+            .raw_body(body)
+            .send()
+            .await;
+        response.assert_error(400, "invalid_json");
+    }
+    // Valid JSON of the wrong shape is a 422.
+    app.post("/v1/accounts/key_1/debits")
+        .raw_body("[1, 2]")
+        .send()
+        .await
+        .assert_error(422, "invalid_request");
+    assert_eq!(app.snapshot().await, before);
+}
+
+#[tokio::test]
+async fn a_body_over_64_kib_is_413_in_our_error_shape() {
+    let app = spawn_app().await;
+    ready(&app).await;
+    let before = app.snapshot().await;
+    let big = json!({"operation": "search", "metadata": {"blob": "x".repeat(70 * 1024)}});
+    app.debit("key_1", big)
+        .await
+        .assert_error(413, "payload_too_large");
+    let plan = json!({"name": "x".repeat(70 * 1024), "interval": "month", "pools": {}});
+    app.put("/v1/plans/big")
+        .json(plan)
+        .send()
+        .await
+        .assert_error(413, "payload_too_large");
+    assert_eq!(app.snapshot().await, before);
+}
+
+#[tokio::test]
+async fn over_long_and_odd_ids_are_4xx() {
+    let app = spawn_app().await;
+    ready(&app).await;
+    let long = "k".repeat(129);
+    app.get(&format!("/v1/accounts/{long}"))
+        .send()
+        .await
+        .assert_error(422, "invalid_request");
+    app.debit(&long, json!({"operation": "search"}))
+        .await
+        .assert_error(422, "invalid_request");
+    app.put(&format!("/v1/accounts/{long}"))
+        .json(json!({"plan": "pro"}))
+        .send()
+        .await
+        .assert_error(422, "invalid_request");
+    app.put(&format!("/v1/plans/{}", "p".repeat(65)))
+        .json(json!({"name": "P", "interval": "month", "pools": {"credits": {"allowance": 1}}}))
+        .send()
+        .await
+        .assert_error(422, "invalid_request");
+    app.get("/v1/accounts/has%20space")
+        .send()
+        .await
+        .assert_error(422, "invalid_request");
+    app.put("/v1/accounts/key_2")
+        .json(json!({"plan": "pro", "external_id": "o".repeat(256)}))
+        .send()
+        .await
+        .assert_error(422, "invalid_request");
+    assert_eq!(app.count("accounts").await, 1);
+}
+
+#[tokio::test]
+async fn bad_account_bodies_name_the_field() {
+    let app = spawn_app().await;
+    ready(&app).await;
+    let cases = [
+        (
+            json!({"plan": "pro", "billing_anchor": "yesterday"}),
+            "billing_anchor",
+        ),
+        (json!({"plan": "pro", "metadata": "text"}), "metadata"),
+        (json!({"plan": "pro", "colour": "red"}), "colour"),
+        (json!({"billing_anchor": "2026-11-01T00:00:00Z"}), "plan"),
+        (json!({"plan": 5}), "plan"),
+    ];
+    for (body, field) in cases {
+        let response = app.put("/v1/accounts/key_9").json(body).send().await;
+        response.assert_status(422);
+        assert_eq!(
+            response.body["error"]["details"]["field"], field,
+            "{}",
+            response.body
+        );
+    }
+    assert_eq!(app.count("accounts").await, 1);
+}
+
+#[tokio::test]
+async fn bad_query_parameters_are_4xx() {
+    let app = spawn_app().await;
+    ready(&app).await;
+    app.get("/v1/accounts/key_1/entries?limit=0")
+        .send()
+        .await
+        .assert_error(422, "invalid_request");
+    app.get("/v1/accounts/key_1/entries?limit=501")
+        .send()
+        .await
+        .assert_error(422, "invalid_request");
+    app.get("/v1/accounts/key_1/entries?limit=abc")
+        .send()
+        .await
+        .assert_error(400, "invalid_query");
+    app.get("/v1/accounts/key_1/entries?cursor=-4")
+        .send()
+        .await
+        .assert_error(422, "invalid_request");
+    app.get("/v1/accounts/key_1/entries?colour=red")
+        .send()
+        .await
+        .assert_error(400, "invalid_query");
+    app.get("/v1/plans/pro?version=x")
+        .send()
+        .await
+        .assert_error(400, "invalid_query");
+}

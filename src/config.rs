@@ -5,6 +5,8 @@ use std::time::Duration;
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/credit_ledger";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Every minute, at second 0.
+pub const DEFAULT_SCHEDULE: &str = "0 * * * * *";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -28,6 +30,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// `LEDGER_LOG_FORMAT`: `text` or `json`
     pub log_format: LogFormat,
+    /// `LEDGER_SCHEDULE`: when the maintenance job runs (cron with seconds)
+    pub schedule: String,
 }
 
 impl std::fmt::Debug for Config {
@@ -41,6 +45,7 @@ impl std::fmt::Debug for Config {
             .field("db_max_connections", &self.db_max_connections)
             .field("request_timeout", &self.request_timeout)
             .field("log_format", &self.log_format)
+            .field("schedule", &self.schedule)
             .finish()
     }
 }
@@ -123,6 +128,7 @@ impl Config {
                 |n| (1..=3600).contains(n),
             )?),
             log_format,
+            schedule: lookup("LEDGER_SCHEDULE").unwrap_or_else(|| DEFAULT_SCHEDULE.to_owned()),
         })
     }
 }
@@ -149,6 +155,7 @@ mod tests {
         assert_eq!(config.db_max_connections, 20);
         assert_eq!(config.request_timeout, Duration::from_secs(30));
         assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(config.schedule, DEFAULT_SCHEDULE);
     }
 
     #[test]

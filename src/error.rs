@@ -133,6 +133,15 @@ impl From<LedgerError> for ApiError {
                 format!("no account for key {key_id}; create it with PUT /v1/accounts/{key_id}"),
             )
             .with_details(json!({"key_id": key_id})),
+            LedgerError::GrantNotFound(id) => Self::new(
+                StatusCode::NOT_FOUND,
+                "grant_not_found",
+                format!("grant {id} does not exist"),
+            )
+            .with_details(json!({"grant_id": id})),
+            LedgerError::Unprocessable { code, message } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+            }
             LedgerError::InvalidPlan(field) => Self::invalid_field("invalid_plan", &field),
             LedgerError::Invalid(field) => Self::invalid_field("invalid_request", &field),
             LedgerError::Price(price) => match &price {

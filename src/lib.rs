@@ -1,14 +1,17 @@
 //! credit-ledger: a credit ledger for API companies, beside Unkey, on PostgreSQL.
 //!
 //! `ledger` holds the domain (pure rules and one-transaction operations), `db` the SQL, `api`
-//! the HTTP routes; `app` wires them into a server.
+//! the HTTP routes; `app` wires them into a server; `audit` checks every invariant of a live
+//! database.
 
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod ledger;
+pub mod scheduler;
 
 /// The OpenAPI description of the HTTP API, as committed at the repository root.
 pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");

@@ -1,5 +1,7 @@
+use std::collections::BTreeSet;
 use std::process::ExitCode;
 
+use chrono::Utc;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -7,7 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 use credit_ledger::app::{self, AppState};
 use credit_ledger::config::{Config, LogFormat};
-use credit_ledger::{db, ledger::Clock};
+use credit_ledger::{audit, db, ledger::Clock, scheduler};
 
 /// credit-ledger: credits, allowances and packs for API keys, on PostgreSQL.
 #[derive(Parser)]
@@ -23,6 +25,8 @@ enum Command {
     Serve,
     /// Apply migrations and exit.
     Migrate,
+    /// Check every ledger invariant on the live database; exit 1 on any violation.
+    Audit,
     /// Print the OpenAPI description of the HTTP API.
     Openapi,
 }
@@ -30,7 +34,10 @@ enum Command {
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Logs go to stderr: stdout carries command output (audit, openapi).
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -53,7 +60,7 @@ async fn main() -> ExitCode {
     };
     init_logging(config.log_format);
     match run(cli.command, config).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(message) => {
             eprintln!("error: {message}");
             ExitCode::FAILURE
@@ -61,7 +68,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command, config: Config) -> Result<(), String> {
+async fn run(command: Command, config: Config) -> Result<ExitCode, String> {
     let pool = db::connect(&config.database_url, config.db_max_connections)
         .await
         .map_err(|e| e.to_string())?;
@@ -71,10 +78,44 @@ async fn run(command: Command, config: Config) -> Result<(), String> {
     match command {
         Command::Migrate => {
             tracing::info!("migrations applied");
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Serve => serve(config, pool).await,
-        Command::Openapi => Ok(()),
+        Command::Serve => serve(config, pool).await.map(|()| ExitCode::SUCCESS),
+        Command::Audit => audit(pool).await,
+        Command::Openapi => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Prints each violation on a line of its own, then a summary; failure when any was found.
+async fn audit(pool: sqlx::PgPool) -> Result<ExitCode, String> {
+    let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
+    let violations = audit::run(&mut conn, Utc::now())
+        .await
+        .map_err(|e| format!("audit failed: {e}"))?;
+    drop(conn);
+    pool.close().await;
+    let checks = audit::CHECKS.len();
+    if violations.is_empty() {
+        println!("audit: clean, {checks} checks");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for violation in &violations {
+        println!("{violation}");
+    }
+    let failed: BTreeSet<&str> = violations.iter().map(|v| v.check).collect();
+    println!(
+        "audit: {} in {}",
+        counted(violations.len(), "violation"),
+        counted(failed.len(), "check")
+    );
+    Ok(ExitCode::FAILURE)
+}
+
+fn counted(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 
@@ -89,11 +130,21 @@ async fn serve(config: Config, pool: sqlx::PgPool) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on LEDGER_LISTEN={}: {e}", config.listen))?;
     tracing::info!(listen = %config.listen, "credit-ledger serving");
     let state = AppState::new(&config, pool.clone(), Clock::system());
+    let mut jobs = scheduler::start(state.ledger.clone(), &config.schedule)
+        .await
+        .map_err(|e| {
+            format!(
+                "LEDGER_SCHEDULE={:?} is not a usable schedule: {e}",
+                config.schedule
+            )
+        })?;
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
-    app::serve(listener, state, shutdown)
-        .await
-        .map_err(|e| format!("server error: {e}"))?;
+    let served = app::serve(listener, state, shutdown).await;
+    if let Err(err) = jobs.shutdown().await {
+        tracing::warn!(error = %err, "scheduler did not stop cleanly");
+    }
+    served.map_err(|e| format!("server error: {e}"))?;
     pool.close().await;
     tracing::info!("credit-ledger stopped");
     Ok(())

@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod auth;
 pub mod debits;
 pub mod extract;
+pub mod grants;
 pub mod health;
 pub mod plans;
 
@@ -37,6 +38,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/accounts/{key_id}/balance", get(accounts::balance))
         .route("/v1/accounts/{key_id}/debits", post(debits::create))
         .route("/v1/accounts/{key_id}/entries", get(accounts::entries))
+        .route(
+            "/v1/accounts/{key_id}/grants",
+            post(grants::create).get(grants::list),
+        )
+        .route("/v1/accounts/{key_id}/adjustments", post(grants::adjust))
+        .route("/v1/accounts/{key_id}/plan", post(grants::change_plan))
+        .route("/v1/grants/{id}/void", post(grants::void))
         .fallback(|| async { ApiError::for_status(StatusCode::NOT_FOUND) })
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(

@@ -148,57 +148,6 @@ pub async fn insert_pool(
     Ok(())
 }
 
-pub struct NewGrant<'a> {
-    pub key_id: &'a str,
-    pub id: Uuid,
-    pub pool: &'a str,
-    pub kind: &'a str,
-    pub amount: i64,
-    pub effective_at: DateTime<Utc>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub priority: i32,
-    pub period_start: Option<DateTime<Utc>>,
-    pub metadata: &'a serde_json::Value,
-    pub now: DateTime<Utc>,
-}
-
-/// Inserts a grant and its journal entry (kind `grant`) in one statement; returns the pool's
-/// available credits after it.
-pub async fn insert_grant(conn: &mut PgConnection, g: &NewGrant<'_>) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "WITH g AS (
-             INSERT INTO grants (key_id, id, pool, kind, amount, remaining, effective_at, expires_at,
-                                 priority, period_start, metadata, created_at)
-             VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11)
-             RETURNING key_id
-         ), balance AS (
-             -- The CTE sees the grants as they were before the insert.
-             SELECT (coalesce(sum(remaining), 0)
-                     + CASE WHEN $6 <= $11 AND ($7::timestamptz IS NULL OR $7 > $11)
-                            THEN $5 ELSE 0 END)::bigint AS after
-               FROM grants
-              WHERE key_id = $1 AND pool = $3 AND remaining > 0 AND voided_at IS NULL
-                AND effective_at <= $11 AND (expires_at IS NULL OR expires_at > $11)
-         )
-         INSERT INTO entries (key_id, pool, kind, amount, balance_after, grant_id, created_at)
-         SELECT g.key_id, $3, 'grant', $5, balance.after, $2, $11 FROM g, balance
-         RETURNING balance_after",
-    )
-    .bind(g.key_id)
-    .bind(g.id)
-    .bind(g.pool)
-    .bind(g.kind)
-    .bind(g.amount)
-    .bind(g.effective_at)
-    .bind(g.expires_at)
-    .bind(g.priority)
-    .bind(g.period_start)
-    .bind(Json(g.metadata))
-    .bind(g.now)
-    .fetch_one(conn)
-    .await
-}
-
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PoolRow {
     pub key_id: String,
@@ -250,6 +199,136 @@ pub async fn active_grants_of(
     )
     .bind(key_ids)
     .bind(now)
+    .fetch_all(conn)
+    .await
+}
+
+/// Locks the account unless another transaction holds it (the scheduler skips busy accounts).
+pub async fn lock_or_skip(
+    conn: &mut PgConnection,
+    key_id: &str,
+) -> Result<Option<AccountRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE key_id = $1 FOR UPDATE SKIP LOCKED"
+    ))
+    .bind(key_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Moves the account to a new period (and, for a plan change, a new plan and anchor).
+pub async fn set_period(
+    conn: &mut PgConnection,
+    key_id: &str,
+    plan_id: &str,
+    billing_anchor: DateTime<Utc>,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE accounts SET plan_id = $2, billing_anchor = $3, period_start = $4, period_end = $5,
+                             updated_at = $6
+          WHERE key_id = $1",
+    )
+    .bind(key_id)
+    .bind(plan_id)
+    .bind(billing_anchor)
+    .bind(start)
+    .bind(end)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Starts a pool's new period: what it allows, nothing used.
+pub async fn reset_pool(
+    conn: &mut PgConnection,
+    key_id: &str,
+    pool: &str,
+    allowance: Option<i64>,
+    overage_limit: i64,
+    period_start: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO account_pools (key_id, pool, allowance, used, overage_limit, overage_used,
+                                    period_start)
+         VALUES ($1, $2, $3, 0, $4, 0, $5)
+         ON CONFLICT (key_id, pool) DO UPDATE
+            SET allowance = $3, used = 0, overage_limit = $4, overage_used = 0, period_start = $5",
+    )
+    .bind(key_id)
+    .bind(pool)
+    .bind(allowance)
+    .bind(overage_limit)
+    .bind(period_start)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Changes what a pool allows in the current period, keeping what it used.
+pub async fn set_pool_terms(
+    conn: &mut PgConnection,
+    key_id: &str,
+    pool: &str,
+    allowance: Option<i64>,
+    overage_limit: i64,
+    period_start: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO account_pools (key_id, pool, allowance, overage_limit, period_start)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (key_id, pool) DO UPDATE SET allowance = $3, overage_limit = $4",
+    )
+    .bind(key_id)
+    .bind(pool)
+    .bind(allowance)
+    .bind(overage_limit)
+    .bind(period_start)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Whether the account needs a roll or has expired grants left to journal at `now`.
+pub async fn needs_maintenance(
+    conn: &mut PgConnection,
+    key_id: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let due: Option<bool> = sqlx::query_scalar(
+        "SELECT a.period_end <= $2 OR EXISTS (
+                    SELECT 1 FROM grants g
+                     WHERE g.key_id = a.key_id AND g.remaining > 0 AND g.voided_at IS NULL
+                       AND g.expires_at <= $2)
+           FROM accounts a WHERE a.key_id = $1",
+    )
+    .bind(key_id)
+    .bind(now)
+    .fetch_optional(conn)
+    .await?;
+    Ok(due.unwrap_or(false))
+}
+
+/// Accounts whose period has ended or that hold expired, unjournaled grants.
+pub async fn due_for_maintenance(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT key_id FROM (
+             (SELECT key_id FROM accounts WHERE period_end <= $1 ORDER BY period_end LIMIT $2)
+             UNION
+             (SELECT key_id FROM grants
+               WHERE remaining > 0 AND voided_at IS NULL AND expires_at <= $1
+               ORDER BY expires_at LIMIT $2)
+         ) due LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
     .fetch_all(conn)
     .await
 }

@@ -13,6 +13,7 @@ use super::plans::PlanRow;
 pub struct DebitContext {
     #[sqlx(flatten)]
     pub plan: PlanRow,
+    pub period_end: DateTime<Utc>,
     pub request_hash: Option<String>,
     pub status: Option<i16>,
     pub response: Option<Json<serde_json::Value>>,
@@ -25,7 +26,7 @@ pub async fn context(
 ) -> Result<Option<DebitContext>, sqlx::Error> {
     sqlx::query_as(
         "SELECT p.id, p.version, p.name, p.interval, p.pools, p.operations, p.ratelimits,
-                p.created_at, i.request_hash, i.status, i.response
+                p.created_at, a.period_end, i.request_hash, i.status, i.response
            FROM accounts a
            JOIN plan_heads h ON h.id = a.plan_id
            JOIN plans p ON p.id = h.id AND p.version = h.latest_version

@@ -2,8 +2,11 @@
 //! runs inside whatever transaction the caller holds.
 
 pub mod accounts;
+pub mod adjustments;
 pub mod debits;
 pub mod entries;
+pub mod grants;
+pub mod idempotency;
 pub mod plans;
 
 use std::str::FromStr;

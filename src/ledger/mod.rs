@@ -1,5 +1,7 @@
 //! The domain: types, pure rules and the operations that apply them in one transaction each.
 
+pub mod credits;
+pub mod lifecycle;
 pub mod model;
 pub mod ops;
 pub mod plan;
@@ -58,6 +60,8 @@ pub enum LedgerError {
     PlanNotFound(PlanId),
     #[error("account {0} does not exist")]
     AccountNotFound(KeyId),
+    #[error("grant {0} does not exist")]
+    GrantNotFound(uuid::Uuid),
     #[error("invalid plan: {0}")]
     InvalidPlan(InvalidField),
     #[error("{0}")]
@@ -70,6 +74,9 @@ pub enum LedgerError {
     IdempotencyKeyReused,
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// A well-formed request the ledger's state cannot honour (422).
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
     #[error("a number is out of range: {0}")]
     OutOfRange(String),
     #[error("database error: {0}")]

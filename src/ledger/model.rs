@@ -12,7 +12,7 @@ pub struct PeriodView {
     pub end: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Account {
     pub key_id: KeyId,
     pub plan: PlanId,
@@ -25,7 +25,7 @@ pub struct Account {
     pub balance: Balance,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Balance {
     pub key_id: KeyId,
     pub plan: PlanId,
@@ -39,7 +39,7 @@ impl Balance {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PoolBalance {
     pub pool: PoolName,
     /// `None` for an unlimited pool.
@@ -53,7 +53,7 @@ pub struct PoolBalance {
     pub grants: Vec<GrantSummary>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GrantSummary {
     pub id: Uuid,
     pub kind: String,
@@ -104,6 +104,7 @@ pub struct Entry {
     pub operation: Option<String>,
     pub debit_id: Option<Uuid>,
     pub reservation_id: Option<Uuid>,
+    pub adjustment_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub metadata: serde_json::Value,
 }

@@ -14,7 +14,10 @@ use super::rules::{self, DebitSpec, OrderKey, PriceError};
 use super::types::{InvalidField, KeyId, PlanId, PoolName};
 use super::{Clock, Exhausted, LedgerError};
 use crate::db;
-use crate::db::accounts::{AccountRow, GrantRow, NewAccount, NewGrant, PoolRow};
+use crate::db::accounts::{AccountRow, GrantRow, NewAccount, PoolRow};
+use crate::db::idempotency::Claim;
+
+use super::lifecycle::{self, Maintenance};
 
 /// How often a debit is priced again when the account changed plan between the read and the
 /// write. One retry is almost always enough; the bound keeps a pathological loop finite.
@@ -150,14 +153,22 @@ impl Ledger {
             };
             if db::accounts::insert(&mut tx, &new).await? {
                 created = true;
-                grant_period_allowances(&mut tx, key_id, &plan, period.start, period.end, now)
-                    .await?;
+                lifecycle::open_account_pools(
+                    &mut tx,
+                    key_id.as_str(),
+                    &plan,
+                    period.start,
+                    period.end,
+                    now,
+                )
+                .await?;
             } else {
                 // Another request created it a moment ago: treat this one as an update.
                 existing = db::accounts::lock(&mut tx, key_id.as_str()).await?;
             }
         }
         if let Some(row) = existing {
+            lifecycle::catch_up(&mut tx, &row, now).await?;
             if row.plan_id != plan.id.as_str() {
                 return Err(LedgerError::Conflict {
                     code: "plan_change_requires_proration",
@@ -203,6 +214,7 @@ impl Ledger {
 
     pub async fn get_account(&self, key_id: &KeyId) -> Result<Account, LedgerError> {
         let now = self.now();
+        self.ensure_current(key_id.as_str(), now).await?;
         let mut conn = self.db.acquire().await?;
         load_accounts(&mut conn, &[key_id.to_string()], now)
             .await?
@@ -226,6 +238,11 @@ impl Ledger {
             .take(limit as usize)
             .map(|r| r.key_id)
             .collect();
+        drop(conn);
+        for key in &keys {
+            self.ensure_current(key, now).await?;
+        }
+        let mut conn = self.db.acquire().await?;
         let accounts = load_accounts(&mut conn, &keys, now).await?;
         let next = if more {
             accounts.last().map(|a| a.key_id.to_string())
@@ -249,9 +266,10 @@ impl Ledger {
         request: &DebitRequest,
         idempotency: Option<&Idempotency>,
     ) -> Result<DebitOutcome, LedgerError> {
-        let mut conn = self.db.acquire().await?;
         let idempotency = idempotency.filter(|_| !request.dry_run);
         for _ in 0..STALE_PLAN_RETRIES {
+            // One connection per attempt, released before any roll (which takes its own).
+            let mut conn = self.db.acquire().await?;
             let context = db::debits::context(
                 &mut conn,
                 key_id.as_str(),
@@ -262,9 +280,15 @@ impl Ledger {
             if let (Some(idem), Some(hash)) = (idempotency, &context.request_hash) {
                 return replay(idem, hash, context.status, context.response.map(|j| j.0));
             }
+            let now = self.now();
+            if context.period_end <= now {
+                // Roll first, so the debit lands in the period that contains now.
+                drop(conn);
+                self.maintain(key_id.as_str(), now).await?;
+                continue;
+            }
             let plan = context.plan.into_plan()?;
             let charge = rules::price(&plan, &request.spec)?;
-            let now = self.now();
             let call = db::debits::DebitCall {
                 key_id: key_id.as_str(),
                 pool: charge.pool.as_str(),
@@ -316,6 +340,11 @@ impl Ledger {
                     return Err(LedgerError::Price(PriceError::UnknownPool(charge.pool)))
                 }
                 Some("stale_plan") => continue,
+                Some("period_ended") => {
+                    drop(conn);
+                    self.maintain(key_id.as_str(), now).await?;
+                    continue;
+                }
                 other => {
                     return Err(LedgerError::Database(sqlx::Error::Protocol(format!(
                         "cl_debit returned an unknown outcome {other:?}"
@@ -324,9 +353,76 @@ impl Ledger {
             }
         }
         Err(LedgerError::Conflict {
-            code: "concurrent_plan_change",
-            message: format!("the plan of account {key_id} kept changing; retry the debit"),
+            code: "concurrent_change",
+            message: format!("account {key_id} kept changing under the debit; retry it"),
         })
+    }
+
+    /// Rolls and expires what is due on the account before a read, so reads never show a period
+    /// that is over. Uses connections of its own; call it holding none.
+    pub(crate) async fn ensure_current(
+        &self,
+        key_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        let mut conn = self.db.acquire().await?;
+        let due = db::accounts::needs_maintenance(&mut conn, key_id, now).await?;
+        drop(conn);
+        if due {
+            self.maintain(key_id, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Brings one account up to date at `now` (rolls, expiries) in a transaction of its own.
+    pub async fn maintain(
+        &self,
+        key_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Maintenance, LedgerError> {
+        let mut tx = self.db.begin().await?;
+        let Some(row) = db::accounts::lock(&mut tx, key_id).await? else {
+            return Ok(Maintenance::default());
+        };
+        let done = lifecycle::catch_up(&mut tx, &row, now).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// The scheduler's job: rolls the periods and journals the expiries of every account that is
+    /// due, in batches, skipping accounts another process is working on. Returns the totals.
+    pub async fn maintain_due(&self, batch: i64) -> Result<Maintenance, LedgerError> {
+        let mut total = Maintenance::default();
+        loop {
+            let now = self.now();
+            let mut conn = self.db.acquire().await?;
+            let due = db::accounts::due_for_maintenance(&mut conn, now, batch).await?;
+            drop(conn);
+            let mut progressed = false;
+            for key_id in &due {
+                let mut tx = self.db.begin().await?;
+                let Some(row) = db::accounts::lock_or_skip(&mut tx, key_id).await? else {
+                    continue;
+                };
+                let done = lifecycle::catch_up(&mut tx, &row, now).await?;
+                tx.commit().await?;
+                progressed |= done.rolled > 0 || done.expired > 0;
+                total.rolled += done.rolled;
+                total.expired += done.expired;
+            }
+            if (due.len() as i64) < batch || !progressed {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Forgets idempotency keys older than `retention` (rule 5 keeps them at least 30 days).
+    pub async fn purge_idempotency_keys(
+        &self,
+        retention: chrono::Duration,
+    ) -> Result<u64, LedgerError> {
+        let mut conn = self.db.acquire().await?;
+        Ok(db::idempotency::purge_older_than(&mut conn, self.now() - retention).await?)
     }
 
     /// Journal entries of an account, newest first.
@@ -355,6 +451,50 @@ impl Ledger {
     }
 }
 
+/// Claims an idempotency key inside `tx`: `Some` is the stored answer to replay.
+pub(crate) async fn claim(
+    tx: &mut PgConnection,
+    scope: &str,
+    idempotency: Option<&Idempotency>,
+    now: DateTime<Utc>,
+) -> Result<Option<(u16, serde_json::Value)>, LedgerError> {
+    let Some(idem) = idempotency else {
+        return Ok(None);
+    };
+    match db::idempotency::claim(tx, scope, &idem.key, &idem.request_hash, now).await? {
+        Claim::Fresh => Ok(None),
+        Claim::Replay { status, body } => Ok(Some((status, body))),
+        Claim::Conflict => Err(LedgerError::IdempotencyKeyReused),
+    }
+}
+
+/// Stores the answer of a claimed key, in the same transaction as the work.
+pub(crate) async fn finish<T: serde::Serialize>(
+    tx: &mut PgConnection,
+    scope: &str,
+    idempotency: Option<&Idempotency>,
+    status: u16,
+    value: &T,
+) -> Result<(), LedgerError> {
+    let Some(idem) = idempotency else {
+        return Ok(());
+    };
+    let body = serde_json::to_value(value)
+        .map_err(|e| LedgerError::Database(sqlx::Error::Decode(Box::new(e))))?;
+    db::idempotency::finish(tx, scope, &idem.key, status, &body).await?;
+    Ok(())
+}
+
+/// The result of an idempotent operation.
+#[derive(Debug, Clone)]
+pub enum Outcome<T> {
+    Done(T),
+    Replayed {
+        status: u16,
+        body: serde_json::Value,
+    },
+}
+
 fn replay(
     idem: &Idempotency,
     stored_hash: &str,
@@ -370,51 +510,8 @@ fn replay(
     })
 }
 
-/// Grants the allowance of every limited pool of the plan for one period.
-async fn grant_period_allowances(
-    conn: &mut PgConnection,
-    key_id: &KeyId,
-    plan: &Plan,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Result<(), LedgerError> {
-    let empty = serde_json::json!({});
-    for (pool, spec) in &plan.pools {
-        db::accounts::insert_pool(
-            conn,
-            key_id.as_str(),
-            pool.as_str(),
-            spec.allowance,
-            spec.overage_limit,
-            start,
-        )
-        .await?;
-        if let Some(allowance) = spec.allowance {
-            db::accounts::insert_grant(
-                conn,
-                &NewGrant {
-                    key_id: key_id.as_str(),
-                    id: Uuid::now_v7(),
-                    pool: pool.as_str(),
-                    kind: "allowance",
-                    amount: allowance,
-                    effective_at: start,
-                    expires_at: Some(end),
-                    priority: 0,
-                    period_start: Some(start),
-                    metadata: &empty,
-                    now,
-                },
-            )
-            .await?;
-        }
-    }
-    Ok(())
-}
-
 /// Loads accounts with their balances, in the order of `key_ids`; missing ones are skipped.
-async fn load_accounts(
+pub(crate) async fn load_accounts(
     conn: &mut PgConnection,
     key_ids: &[String],
     now: DateTime<Utc>,

@@ -81,6 +81,58 @@ pub fn period_containing(
     })
 }
 
+/// The periods that follow one ending at `current_end`, up to the one that contains `now`, in
+/// order: what a roll must catch up on. Empty when `current_end` is still in the future. When
+/// `current_end` is not a boundary of the anchor (the anchor moved), the first period runs from
+/// `current_end` to the next boundary.
+pub fn periods_after(
+    anchor: DateTime<Utc>,
+    interval: Interval,
+    current_end: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<Vec<Period>> {
+    let mut periods = Vec::new();
+    if current_end > now {
+        return Some(periods);
+    }
+    let first = period_containing(anchor, interval, current_end)?;
+    let last = period_containing(anchor, interval, now)?;
+    for k in first.index..=last.index {
+        let start = period_start(anchor, interval, k)?.max(current_end);
+        let end = period_start(anchor, interval, k + 1)?;
+        periods.push(Period {
+            index: k,
+            start,
+            end,
+        });
+    }
+    Some(periods)
+}
+
+/// What a period roll carries over: the unused allowance up to the plan's cap (rule 4). A pool
+/// without a cap carries nothing.
+pub fn rollover_amount(unused_allowance: i64, rollover_cap: Option<i64>) -> i64 {
+    unused_allowance.min(rollover_cap.unwrap_or(0)).max(0)
+}
+
+/// Takes `amount` from grants in consumption order: `(grant id, taken)` for each grant touched.
+/// `None` when the grants cannot cover it.
+pub fn draw(grants: &[(OrderKey, i64)], amount: i64) -> Option<Vec<(Uuid, i64)>> {
+    let mut ordered: Vec<&(OrderKey, i64)> = grants.iter().filter(|(_, r)| *r > 0).collect();
+    ordered.sort_by(|a, b| consumption_order(&a.0, &b.0));
+    let mut need = amount;
+    let mut taken = Vec::new();
+    for (key, remaining) in ordered {
+        if need == 0 {
+            break;
+        }
+        let take = need.min(*remaining);
+        taken.push((key.id, take));
+        need -= take;
+    }
+    (need == 0).then_some(taken)
+}
+
 /// What a debit asks to be charged, before pricing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DebitSpec {
@@ -308,6 +360,95 @@ mod tests {
         let anchor = t("2026-01-01T00:00:00Z");
         assert_eq!(period_start(anchor, Interval::Month, i64::MAX), None);
         assert_eq!(period_start(anchor, Interval::Day, i64::MIN), None);
+    }
+
+    #[test]
+    fn periods_after_lists_every_missed_period_in_order() {
+        let anchor = t("2026-01-31T00:00:00Z");
+        let periods = periods_after(
+            anchor,
+            Interval::Month,
+            t("2026-02-28T00:00:00Z"),
+            t("2026-05-02T00:00:00Z"),
+        )
+        .unwrap();
+        let starts: Vec<_> = periods.iter().map(|p| (p.start, p.end)).collect();
+        assert_eq!(
+            starts,
+            vec![
+                (t("2026-02-28T00:00:00Z"), t("2026-03-31T00:00:00Z")),
+                (t("2026-03-31T00:00:00Z"), t("2026-04-30T00:00:00Z")),
+                (t("2026-04-30T00:00:00Z"), t("2026-05-31T00:00:00Z")),
+            ]
+        );
+        let none = periods_after(
+            anchor,
+            Interval::Month,
+            t("2026-03-31T00:00:00Z"),
+            t("2026-03-30T00:00:00Z"),
+        );
+        assert_eq!(none, Some(vec![]));
+        // Exactly at the end, the next period starts.
+        let at_end = periods_after(
+            anchor,
+            Interval::Month,
+            t("2026-03-31T00:00:00Z"),
+            t("2026-03-31T00:00:00Z"),
+        )
+        .unwrap();
+        assert_eq!(at_end.len(), 1);
+    }
+
+    #[test]
+    fn periods_after_an_anchor_move_start_where_the_old_period_ended() {
+        let anchor = t("2026-01-10T00:00:00Z");
+        let periods = periods_after(
+            anchor,
+            Interval::Day,
+            t("2026-01-12T06:00:00Z"),
+            t("2026-01-13T01:00:00Z"),
+        )
+        .unwrap();
+        assert_eq!(periods[0].start, t("2026-01-12T06:00:00Z"));
+        assert_eq!(periods[0].end, t("2026-01-13T00:00:00Z"));
+        assert_eq!(periods[1].start, t("2026-01-13T00:00:00Z"));
+        assert_eq!(periods.len(), 2);
+    }
+
+    #[test]
+    fn rollover_is_the_unused_allowance_up_to_the_cap() {
+        assert_eq!(rollover_amount(300, Some(500)), 300);
+        assert_eq!(rollover_amount(800, Some(500)), 500);
+        assert_eq!(rollover_amount(800, None), 0);
+        assert_eq!(rollover_amount(0, Some(500)), 0);
+        assert_eq!(rollover_amount(-5, Some(500)), 0);
+    }
+
+    #[test]
+    fn draw_takes_in_consumption_order_and_refuses_what_it_cannot_cover() {
+        let base = t("2026-11-01T00:00:00Z");
+        let g = |n: u128, expires: Option<&str>, remaining: i64| {
+            (
+                OrderKey {
+                    expires_at: expires.map(t),
+                    priority: 0,
+                    created_at: base,
+                    id: Uuid::from_u128(n),
+                },
+                remaining,
+            )
+        };
+        let grants = [
+            g(1, None, 50),
+            g(2, Some("2026-12-01T00:00:00Z"), 10),
+            g(3, Some("2026-11-15T00:00:00Z"), 0),
+        ];
+        assert_eq!(
+            draw(&grants, 25),
+            Some(vec![(Uuid::from_u128(2), 10), (Uuid::from_u128(1), 15)])
+        );
+        assert_eq!(draw(&grants, 61), None);
+        assert_eq!(draw(&grants, 0), Some(vec![]));
     }
 
     fn plan() -> Plan {

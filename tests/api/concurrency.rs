@@ -47,6 +47,7 @@ async fn two_hundred_parallel_debits_of_7_against_1000_accept_exactly_142() {
         .map(|r| r.status.as_u16())
         .collect();
     assert_exact_outcome(&app, &statuses).await;
+    app.assert_audit_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -64,4 +65,5 @@ async fn two_service_instances_on_one_database_never_overspend() {
         .map(|r| r.status.as_u16())
         .collect();
     assert_exact_outcome(&first, &statuses).await;
+    first.assert_audit_clean().await;
 }

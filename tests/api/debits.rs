@@ -87,6 +87,7 @@ async fn a_debit_charges_price_times_quantity_and_reports_what_is_left() {
         .await;
     assert_eq!(balance.body["pools"][0]["available"], 970);
     assert_eq!(balance.body["pools"][0]["used"], 30);
+    app.assert_audit_clean().await;
 }
 
 #[tokio::test]
@@ -103,6 +104,7 @@ async fn quantity_defaults_to_one() {
         ),
         (Some(1), Some(1))
     );
+    app.assert_audit_clean().await;
 }
 
 #[tokio::test]
@@ -120,6 +122,7 @@ async fn an_explicit_cost_is_charged_as_is_and_the_operation_only_recorded() {
     assert_eq!(response.body["cost"], 25);
     assert_eq!(response.body["operation"], "batch.export");
     assert_eq!(app.available("key_1", "credits").await, Some(75));
+    app.assert_audit_clean().await;
 }
 
 #[tokio::test]
@@ -136,6 +139,7 @@ async fn the_debit_at_exactly_the_balance_succeeds_and_the_next_is_402() {
     let refused = app.debit("key_1", json!({"operation": "search"})).await;
     refused.assert_error(402, "credits_exhausted");
     assert_eq!(refused.body["error"]["details"]["available"], 0);
+    app.assert_audit_clean().await;
 }
 
 #[tokio::test]
@@ -174,6 +178,7 @@ async fn credits_exhausted_tells_the_customer_everything() {
         before,
         "a refused debit changes nothing"
     );
+    app.assert_audit_clean().await;
 }
 
 #[tokio::test]
@@ -204,6 +209,7 @@ async fn a_dry_run_answers_like_the_debit_and_writes_nothing() {
     refused.assert_error(402, "credits_exhausted");
     assert_eq!(refused.body["error"]["details"]["required"], 110);
     assert_eq!(app.snapshot().await, before);
+    app.assert_audit_clean().await;
 }
 
 #[tokio::test]
@@ -319,6 +325,7 @@ async fn debits_draw_from_grants_in_consumption_order() {
         .map(|g| g["id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(listed, expected);
+    app.assert_audit_clean().await;
 }
 
 #[tokio::test]
@@ -364,6 +371,7 @@ async fn a_debit_spanning_grants_writes_one_entry_per_grant_with_running_balance
     assert_eq!(data[1]["debit_id"], debit.body["id"]);
     let sum: i64 = app.all_entries("key_1").await.iter().map(|e| e.1).sum();
     assert_eq!(sum, 35);
+    app.assert_audit_clean().await;
 }
 
 #[tokio::test]
@@ -403,6 +411,7 @@ async fn entries_page_newest_first_with_a_cursor() {
     );
     let balances: Vec<i64> = seen.iter().map(|s| s.1).collect();
     assert_eq!(balances, vec![95, 96, 97, 98, 99, 100]);
+    app.assert_audit_clean().await;
 }
 
 #[tokio::test]
@@ -424,6 +433,7 @@ async fn an_unlimited_pool_always_accepts_and_still_journals() {
     assert_eq!(entries, vec![("debit".to_owned(), -10_000_000, None)]);
     let balance = app.get("/v1/accounts/key_1/balance").send().await;
     assert_eq!(balance.body["pools"][0]["used"], 10_000_000);
+    app.assert_audit_clean().await;
 }
 
 #[tokio::test]
@@ -445,6 +455,7 @@ async fn unknown_operations_and_pools_are_422_and_unknown_accounts_404() {
         .await
         .assert_error(404, "account_not_found");
     assert_eq!(app.snapshot().await, before);
+    app.assert_audit_clean().await;
 }
 
 #[tokio::test]
@@ -474,6 +485,7 @@ async fn a_debit_is_priced_by_the_latest_plan_version_and_records_it() {
         .await
         .unwrap();
     assert_eq!(stored, 2);
+    app.assert_audit_clean().await;
 }
 
 #[tokio::test]
@@ -498,6 +510,7 @@ async fn an_admin_token_may_debit_and_a_missing_token_may_not() {
         .send()
         .await
         .assert_error(401, "unauthorized");
+    app.assert_audit_clean().await;
 }
 
 #[tokio::test]
@@ -534,4 +547,5 @@ async fn a_grant_stops_counting_at_its_expiry_instant() {
     debit.assert_status(201);
     assert_eq!(debit.body["drawn"][0]["kind"], "allowance");
     assert_eq!(debit.body["remaining"], 6);
+    app.assert_audit_clean().await;
 }

@@ -127,6 +127,8 @@ impl TestClock {
 
 pub struct TestApp {
     pub address: String,
+    /// The instance's ledger, for driving the scheduler's jobs directly.
+    pub ledger: credit_ledger::ledger::ops::Ledger,
     pub client: reqwest::Client,
     pub db: Arc<TestDb>,
     pub clock: TestClock,
@@ -161,6 +163,7 @@ pub async fn spawn_app_on(db: Arc<TestDb>) -> TestApp {
         .expect("instance pool");
     let clock = TestClock::default();
     let state = AppState::new(&config, pool, clock.as_clock());
+    let ledger = state.ledger.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -169,6 +172,7 @@ pub async fn spawn_app_on(db: Arc<TestDb>) -> TestApp {
     tokio::spawn(app::serve(listener, state, shutdown.clone()));
     TestApp {
         address,
+        ledger,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
@@ -414,6 +418,23 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Fails the test when `credit-ledger audit` would report anything (at the app's clock).
+    pub async fn assert_audit_clean(&self) {
+        let mut conn = self.db.pool.acquire().await.unwrap();
+        let violations = credit_ledger::audit::run(&mut conn, self.clock.now())
+            .await
+            .expect("audit runs");
+        assert!(
+            violations.is_empty(),
+            "audit found violations:\n{}",
+            violations
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+
     /// A fingerprint of every ledger table, to prove a refused request changed nothing.
     pub async fn snapshot(&self) -> Value {
         let mut out = serde_json::Map::new();
@@ -456,8 +477,13 @@ pub fn spec() -> &'static Spec {
     })
 }
 
+/// A JSON pointer segment as it may stand in a `$ref` URI fragment.
 fn pointer_escape(segment: &str) -> String {
-    segment.replace('~', "~0").replace('/', "~1")
+    segment
+        .replace('~', "~0")
+        .replace('/', "~1")
+        .replace('{', "%7B")
+        .replace('}', "%7D")
 }
 
 impl Spec {
@@ -549,7 +575,11 @@ impl Spec {
     }
 
     fn validator(&self, pointer: &str) -> Arc<jsonschema::Validator> {
-        let mut cache = self.validators.lock().unwrap();
+        // A failed test elsewhere must not poison the cache for the rest.
+        let mut cache = self
+            .validators
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(v) = cache.get(pointer) {
             return v.clone();
         }

@@ -26,6 +26,7 @@ async fn a_retry_with_the_same_key_replays_the_original_answer() {
     assert_eq!(second.header("x-credits-remaining"), Some("80"));
     assert_eq!(app.count("debits").await, 1);
     assert_eq!(app.available("key_1", "credits").await, Some(80));
+    app.assert_audit_clean().await;
 }
 
 #[tokio::test]
@@ -47,6 +48,7 @@ async fn reordered_fields_are_the_same_request() {
         .await;
     again.assert_status(201);
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    app.assert_audit_clean().await;
 }
 
 #[tokio::test]
@@ -68,6 +70,7 @@ async fn the_same_key_with_other_parameters_is_409_and_changes_nothing() {
         .await
         .assert_error(409, "idempotency_key_reused");
     assert_eq!(app.snapshot().await, before);
+    app.assert_audit_clean().await;
 }
 
 #[tokio::test]
@@ -87,6 +90,7 @@ async fn keys_are_scoped_to_the_account() {
         assert!(response.header("idempotent-replayed").is_none());
     }
     assert_eq!(app.count("debits").await, 2);
+    app.assert_audit_clean().await;
 }
 
 #[tokio::test]
@@ -119,6 +123,7 @@ async fn a_refused_debit_is_not_stored_so_the_key_works_after_a_top_up() {
     let replayed = send().await;
     assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
     assert_eq!(replayed.body, accepted.body);
+    app.assert_audit_clean().await;
 }
 
 #[tokio::test]
@@ -133,6 +138,7 @@ async fn dry_runs_ignore_the_key() {
         .await
         .assert_status(200);
     assert_eq!(app.count("idempotency_keys").await, 0);
+    app.assert_audit_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -163,6 +169,7 @@ async fn concurrent_retries_with_one_key_on_two_instances_debit_once() {
     );
     assert_eq!(first.count("debits").await, 1);
     assert_eq!(first.available("key_1", "credits").await, Some(990));
+    first.assert_audit_clean().await;
 }
 
 #[tokio::test]
@@ -179,6 +186,7 @@ async fn a_malformed_idempotency_key_is_400() {
             .assert_error(400, "invalid_idempotency_key");
     }
     assert_eq!(app.count("debits").await, 0);
+    app.assert_audit_clean().await;
 }
 
 #[tokio::test]
@@ -200,4 +208,5 @@ async fn a_default_written_out_is_the_same_request() {
         .await;
     again.assert_status(201);
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    app.assert_audit_clean().await;
 }

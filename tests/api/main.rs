@@ -3,11 +3,14 @@
 mod helpers;
 
 mod accounts;
+mod audit;
 mod cli;
 mod concurrency;
 mod debits;
+mod grants;
 mod health;
 mod idempotency;
 mod openapi;
+mod periods;
 mod plans;
 mod validation;

@@ -53,6 +53,9 @@ pub const CHECKS: &[&str] = &[
     "used_matches_debits",
     "entry_grant_exists",
     "idempotency_claim_unfinished",
+    "overage_matches_entries",
+    "hold_entries_match_reservation",
+    "refunds_match_debit",
 ];
 
 /// A check: a query returning `(key_id, subject, detail)` rows ordered by key_id, one row per
@@ -145,6 +148,8 @@ const QUERIES: &[Check] = &[
                ORDER BY p.key_id, p.pool",
     },
     // Both ways: a debit whose entries do not add up, and debit entries whose debit is missing.
+    // A debit's cost is journaled as `debit` entries against grants plus, below zero, an
+    // `overage` entry.
     Check {
         name: "debit_entries_match_cost",
         uses_cutoff: false,
@@ -161,7 +166,8 @@ const QUERIES: &[Check] = &[
                 FROM debits d
                 FULL JOIN (SELECT key_id, debit_id, count(*) AS n, sum(amount) AS total
                              FROM entries
-                            WHERE kind = 'debit' AND debit_id IS NOT NULL
+                            WHERE (kind = 'debit' OR (kind = 'overage' AND amount < 0))
+                              AND debit_id IS NOT NULL
                             GROUP BY key_id, debit_id) e
                        ON e.key_id = d.key_id AND e.debit_id = d.id
                WHERE d.id IS NULL OR coalesce(e.total, 0) <> -d.cost
@@ -177,11 +183,12 @@ const QUERIES: &[Check] = &[
         sql: "SELECT p.key_id,
                      format('pool %s', p.pool),
                      format('used is %s but the debits of the period starting %s cost %s \
-                             (debits: %s)', p.used, a.period_start, coalesce(d.total, 0),
+                             net of refunds (debits: %s)', p.used, a.period_start, coalesce(d.total, 0),
                             coalesce(d.n, 0))
                 FROM account_pools p
                 JOIN accounts a ON a.key_id = p.key_id
-                LEFT JOIN (SELECT d.key_id, d.pool, count(*) AS n, sum(d.cost) AS total
+                LEFT JOIN (SELECT d.key_id, d.pool, count(*) AS n,
+                                  sum(d.cost - d.refunded) AS total
                              FROM debits d
                              JOIN accounts a ON a.key_id = d.key_id
                             WHERE d.created_at >= a.period_start
@@ -222,6 +229,58 @@ const QUERIES: &[Check] = &[
                 LEFT JOIN accounts a ON a.key_id = i.scope
                WHERE i.status = 0
                ORDER BY a.key_id NULLS LAST, i.scope, i.key",
+    },
+    // Overage taken is journaled as negative `overage` entries; a refund of overage and the
+    // settlement at each roll are positive ones. What is still owed is what the pool shows.
+    Check {
+        name: "overage_matches_entries",
+        uses_cutoff: false,
+        sql: "SELECT p.key_id,
+                     format('pool %s', p.pool),
+                     format('overage_used is %s but the overage entries sum to %s',
+                            p.overage_used, coalesce(e.total, 0))
+                FROM account_pools p
+                LEFT JOIN (SELECT key_id, pool, sum(amount) AS total FROM entries
+                            WHERE kind = 'overage' GROUP BY key_id, pool) e
+                       ON e.key_id = p.key_id AND e.pool = p.pool
+               WHERE p.overage_used <> -coalesce(e.total, 0)
+               ORDER BY p.key_id, p.pool",
+    },
+    // An active hold's `hold` and `release` entries sum to minus what it holds; a finished one's
+    // to zero (everything was released, then debited or expired by entries of those kinds).
+    Check {
+        name: "hold_entries_match_reservation",
+        uses_cutoff: false,
+        sql: "SELECT r.key_id,
+                     format('reservation %s (%s)', r.id, r.status),
+                     format('holds %s but its hold and release entries sum to %s',
+                            CASE WHEN r.status = 'active' THEN r.amount ELSE 0 END,
+                            -coalesce(e.total, 0))
+                FROM reservations r
+                JOIN accounts a ON a.key_id = r.key_id
+                JOIN account_pools p ON p.key_id = r.key_id AND p.pool = r.pool
+                LEFT JOIN (SELECT key_id, reservation_id, sum(amount) AS total FROM entries
+                            WHERE kind IN ('hold', 'release') AND reservation_id IS NOT NULL
+                            GROUP BY key_id, reservation_id) e
+                       ON e.key_id = r.key_id AND e.reservation_id = r.id
+               WHERE p.allowance IS NOT NULL
+                 AND coalesce(e.total, 0)
+                     <> CASE WHEN r.status = 'active' THEN -r.amount ELSE 0 END
+               ORDER BY r.key_id, r.id",
+    },
+    Check {
+        name: "refunds_match_debit",
+        uses_cutoff: false,
+        sql: "SELECT d.key_id,
+                     format('debit %s', d.id),
+                     format('refunded is %s of cost %s, but its refunds sum to %s',
+                            d.refunded, d.cost, coalesce(r.total, 0))
+                FROM debits d
+                LEFT JOIN (SELECT key_id, debit_id, sum(amount) AS total FROM refunds
+                            GROUP BY key_id, debit_id) r
+                       ON r.key_id = d.key_id AND r.debit_id = d.id
+               WHERE d.refunded <> coalesce(r.total, 0) OR d.refunded > d.cost
+               ORDER BY d.key_id, d.id",
     },
 ];
 

@@ -105,10 +105,12 @@ fn exhausted_message(e: &Exhausted) -> String {
     } else {
         format!("{} credits", e.pool)
     };
-    let left = if e.available > 0 {
-        format!("has {} left", e.available)
-    } else {
-        "has none left".to_owned()
+    // What the customer can still spend: the balance plus any overage headroom left.
+    let spendable = e.available.saturating_add(e.overage_limit);
+    let left = match (spendable > 0, e.overage_limit > 0) {
+        (true, false) => format!("has {spendable} left"),
+        (true, true) => format!("has {spendable} left including overage"),
+        (false, _) => "has none left".to_owned(),
     };
     format!(
         "Key {} needs {} {unit}{what} but {left}; credits reset at {}.",
@@ -139,6 +141,45 @@ impl From<LedgerError> for ApiError {
                 format!("grant {id} does not exist"),
             )
             .with_details(json!({"grant_id": id})),
+            LedgerError::DebitNotFound(id) => Self::new(
+                StatusCode::NOT_FOUND,
+                "debit_not_found",
+                format!("debit {id} does not exist"),
+            )
+            .with_details(json!({"debit_id": id})),
+            LedgerError::ReservationNotFound(id) => Self::new(
+                StatusCode::NOT_FOUND,
+                "reservation_not_found",
+                format!("reservation {id} does not exist"),
+            )
+            .with_details(json!({"reservation_id": id})),
+            LedgerError::ReservationNotActive { id, status } => Self::new(
+                StatusCode::CONFLICT,
+                "reservation_not_active",
+                format!("reservation {id} is {status}; only an active reservation can be committed or released"),
+            )
+            .with_details(json!({"reservation_id": id, "status": status})),
+            LedgerError::AmountExceedsReservation { requested, held } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "amount_exceeds_reservation",
+                format!("cannot commit {requested} credits: the reservation holds {held}"),
+            )
+            .with_details(json!({"field": "amount", "requested": requested, "held": held})),
+            LedgerError::RefundExceedsDebit {
+                cost,
+                refunded,
+                requested,
+            } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "refund_exceeds_debit",
+                format!(
+                    "cannot refund {requested} credits: the debit cost {cost} and {refunded} \
+                     were refunded already, so {} can still be refunded",
+                    cost - refunded
+                ),
+            )
+            .with_details(json!({"field": "amount", "cost": cost, "refunded": refunded,
+                                 "requested": requested, "refundable": cost - refunded})),
             LedgerError::Unprocessable { code, message } => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
             }
@@ -183,6 +224,7 @@ impl From<LedgerError> for ApiError {
                 "available": e.available,
                 "allowed": e.allowed,
                 "used": e.used,
+                "overage_limit": e.overage_limit,
                 "reset_at": e.reset_at,
             })),
             LedgerError::IdempotencyKeyReused => Self::new(
@@ -241,6 +283,7 @@ mod tests {
             available: 12,
             allowed: Some(10000),
             used: 9988,
+            overage_limit: 0,
             reset_at: Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
         };
         assert_eq!(

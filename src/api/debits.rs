@@ -37,6 +37,24 @@ fn field(f: InvalidField) -> ApiError {
 }
 
 impl DebitBody {
+    /// The debit fields of another body (a reservation's), to validate them the same way.
+    pub fn new(
+        operation: Option<String>,
+        quantity: Option<i64>,
+        cost: Option<i64>,
+        pool: Option<String>,
+        metadata: Option<Value>,
+    ) -> Self {
+        DebitBody {
+            operation,
+            quantity,
+            cost,
+            pool,
+            metadata,
+            dry_run: false,
+        }
+    }
+
     pub fn validate(self) -> Result<DebitRequest, ApiError> {
         let operation = self
             .operation

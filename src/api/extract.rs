@@ -28,18 +28,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::for_status(StatusCode::PAYLOAD_TOO_LARGE)
-                    .with_details(json!({"limit_bytes": BODY_LIMIT}))
-            } else {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_body",
-                    format!("the request body could not be read: {rejection}"),
-                )
-            }
-        })?;
+        let bytes = read_body(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -47,16 +36,55 @@ where
                 "the request body is empty; send a JSON object",
             ));
         }
-        let raw: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        parse_body(&bytes)
+    }
+}
+
+/// A JSON body that may be left out: an empty body is `T::default()`.
+#[derive(Debug)]
+pub struct OptionalJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for OptionalJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Default,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = read_body(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
+        }
+        parse_body(&bytes).map(|AppJson(value, _)| OptionalJson(value))
+    }
+}
+
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::for_status(StatusCode::PAYLOAD_TOO_LARGE)
+                .with_details(json!({"limit_bytes": BODY_LIMIT}))
+        } else {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "invalid_json",
-                format!("the request body is not valid JSON: {e}"),
+                "invalid_body",
+                format!("the request body could not be read: {rejection}"),
             )
-        })?;
-        let typed = parse_value(&raw)?;
-        Ok(AppJson(typed, raw))
-    }
+        }
+    })
+}
+
+fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<AppJson<T>, ApiError> {
+    let raw: Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the request body is not valid JSON: {e}"),
+        )
+    })?;
+    let typed = parse_value(&raw)?;
+    Ok(AppJson(typed, raw))
 }
 
 /// Deserializes a JSON value into `T`, naming the field that did not fit.

@@ -55,7 +55,11 @@ pub fn render<T: Serialize + DeserializeOwned>(
     }
 }
 
-fn idempotency(key: Option<String>, route: &str, request: &Value) -> Option<Idempotency> {
+pub(crate) fn idempotency(
+    key: Option<String>,
+    route: &str,
+    request: &Value,
+) -> Option<Idempotency> {
     key.map(|key| Idempotency {
         key,
         request_hash: request_hash(route, request),

@@ -7,6 +7,7 @@ pub mod extract;
 pub mod grants;
 pub mod health;
 pub mod plans;
+pub mod reservations;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderName, StatusCode};
@@ -45,6 +46,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/accounts/{key_id}/adjustments", post(grants::adjust))
         .route("/v1/accounts/{key_id}/plan", post(grants::change_plan))
         .route("/v1/grants/{id}/void", post(grants::void))
+        .route(
+            "/v1/accounts/{key_id}/reservations",
+            post(reservations::create),
+        )
+        .route("/v1/reservations/{id}", get(reservations::get))
+        .route("/v1/reservations/{id}/commit", post(reservations::commit))
+        .route("/v1/reservations/{id}/release", post(reservations::release))
+        .route("/v1/debits/{id}/refunds", post(reservations::refund))
         .fallback(|| async { ApiError::for_status(StatusCode::NOT_FOUND) })
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(

@@ -299,10 +299,13 @@ pub async fn needs_maintenance(
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let due: Option<bool> = sqlx::query_scalar(
-        "SELECT a.period_end <= $2 OR EXISTS (
-                    SELECT 1 FROM grants g
-                     WHERE g.key_id = a.key_id AND g.remaining > 0 AND g.voided_at IS NULL
-                       AND g.expires_at <= $2)
+        "SELECT a.period_end <= $2
+                OR EXISTS (SELECT 1 FROM grants g
+                            WHERE g.key_id = a.key_id AND g.remaining > 0 AND g.voided_at IS NULL
+                              AND g.expires_at <= $2)
+                OR EXISTS (SELECT 1 FROM reservations r
+                            WHERE r.key_id = a.key_id AND r.status = 'active'
+                              AND r.expires_at <= $2)
            FROM accounts a WHERE a.key_id = $1",
     )
     .bind(key_id)
@@ -312,7 +315,7 @@ pub async fn needs_maintenance(
     Ok(due.unwrap_or(false))
 }
 
-/// Accounts whose period has ended or that hold expired, unjournaled grants.
+/// Accounts whose period has ended, or that hold expired unjournaled grants or expired holds.
 pub async fn due_for_maintenance(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
@@ -325,10 +328,52 @@ pub async fn due_for_maintenance(
              (SELECT key_id FROM grants
                WHERE remaining > 0 AND voided_at IS NULL AND expires_at <= $1
                ORDER BY expires_at LIMIT $2)
+             UNION
+             (SELECT key_id FROM reservations
+               WHERE status = 'active' AND expires_at <= $1
+               ORDER BY expires_at LIMIT $2)
          ) due LIMIT $2",
     )
     .bind(now)
     .bind(limit)
     .fetch_all(conn)
+    .await
+}
+
+/// Changes a pool's counters by signed deltas (a refund lowers `used`, a refund of overage
+/// lowers `overage_used`).
+pub async fn shift_pool_counters(
+    conn: &mut PgConnection,
+    key_id: &str,
+    pool: &str,
+    used_delta: i64,
+    overage_delta: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE account_pools SET used = used + $3, overage_used = overage_used + $4
+          WHERE key_id = $1 AND pool = $2",
+    )
+    .bind(key_id)
+    .bind(pool)
+    .bind(used_delta)
+    .bind(overage_delta)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// One pool's counters.
+pub async fn pool(
+    conn: &mut PgConnection,
+    key_id: &str,
+    pool: &str,
+) -> Result<Option<PoolRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT key_id, pool, allowance, used, overage_limit, overage_used
+           FROM account_pools WHERE key_id = $1 AND pool = $2",
+    )
+    .bind(key_id)
+    .bind(pool)
+    .fetch_optional(conn)
     .await
 }

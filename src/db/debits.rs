@@ -14,6 +14,8 @@ pub struct DebitContext {
     #[sqlx(flatten)]
     pub plan: PlanRow,
     pub period_end: DateTime<Utc>,
+    /// An active hold of the account is past its TTL: release it before debiting.
+    pub holds_expired: bool,
     pub request_hash: Option<String>,
     pub status: Option<i16>,
     pub response: Option<Json<serde_json::Value>>,
@@ -23,10 +25,15 @@ pub async fn context(
     conn: &mut PgConnection,
     key_id: &str,
     idempotency_key: Option<&str>,
+    now: DateTime<Utc>,
 ) -> Result<Option<DebitContext>, sqlx::Error> {
     sqlx::query_as(
         "SELECT p.id, p.version, p.name, p.interval, p.pools, p.operations, p.ratelimits,
-                p.created_at, a.period_end, i.request_hash, i.status, i.response
+                p.created_at, a.period_end,
+                EXISTS (SELECT 1 FROM reservations r
+                         WHERE r.key_id = a.key_id AND r.status = 'active'
+                           AND r.expires_at <= $3) AS holds_expired,
+                i.request_hash, i.status, i.response
            FROM accounts a
            JOIN plan_heads h ON h.id = a.plan_id
            JOIN plans p ON p.id = h.id AND p.version = h.latest_version
@@ -35,6 +42,7 @@ pub async fn context(
     )
     .bind(key_id)
     .bind(idempotency_key)
+    .bind(now)
     .fetch_optional(conn)
     .await
 }

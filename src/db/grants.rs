@@ -174,6 +174,9 @@ pub struct Change<'a> {
     pub amount: i64,
     pub kind: &'a str,
     pub balance_after: Option<i64>,
+    pub operation: Option<&'a str>,
+    pub debit_id: Option<Uuid>,
+    pub reservation_id: Option<Uuid>,
     pub adjustment_id: Option<Uuid>,
     pub metadata: &'a serde_json::Value,
     pub now: DateTime<Utc>,
@@ -186,8 +189,8 @@ pub async fn apply_change(conn: &mut PgConnection, c: &Change<'_>) -> Result<(),
              RETURNING key_id
          )
          INSERT INTO entries (key_id, pool, kind, amount, balance_after, grant_id, adjustment_id,
-                              metadata, created_at)
-         SELECT g.key_id, $3, $5, $4, $6, $2, $7, $8, $9 FROM g",
+                              metadata, created_at, operation, debit_id, reservation_id)
+         SELECT g.key_id, $3, $5, $4, $6, $2, $7, $8, $9, $10, $11, $12 FROM g",
     )
     .bind(c.key_id)
     .bind(c.grant_id)
@@ -198,6 +201,9 @@ pub async fn apply_change(conn: &mut PgConnection, c: &Change<'_>) -> Result<(),
     .bind(c.adjustment_id)
     .bind(Json(c.metadata))
     .bind(c.now)
+    .bind(c.operation)
+    .bind(c.debit_id)
+    .bind(c.reservation_id)
     .execute(conn)
     .await?;
     Ok(())

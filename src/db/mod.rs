@@ -8,6 +8,7 @@ pub mod entries;
 pub mod grants;
 pub mod idempotency;
 pub mod plans;
+pub mod reservations;
 
 use std::str::FromStr;
 use std::time::Duration;

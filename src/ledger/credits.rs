@@ -128,7 +128,7 @@ pub struct Adjustment {
     pub created_at: DateTime<Utc>,
 }
 
-async fn lock_current(
+pub(crate) async fn lock_current(
     tx: &mut sqlx::PgConnection,
     key_id: &KeyId,
     now: DateTime<Utc>,
@@ -295,17 +295,23 @@ impl Ledger {
             )));
         }
         let pool = request.pool.as_str();
-        let available = db::grants::available(&mut tx, key_id.as_str(), pool, now).await?;
+        let overage_used = db::accounts::pool(&mut tx, key_id.as_str(), pool)
+            .await?
+            .map_or(0, |p| p.overage_used);
+        let granted = db::grants::available(&mut tx, key_id.as_str(), pool, now).await?;
+        // As the balance shows it: credits in grants less overage owed.
+        let available = granted - overage_used;
         let delta = match request.op {
             AdjustmentOp::Set => request.amount - available,
             AdjustmentOp::Increment => request.amount,
             AdjustmentOp::Decrement => -request.amount,
         };
-        if available + delta < 0 {
+        // A decrement takes credits out of grants; it cannot take what they do not have.
+        if granted + delta < 0 {
             return Err(LedgerError::Unprocessable {
                 code: "adjustment_exceeds_available",
                 message: format!(
-                    "pool {pool} has {available} credits available; a decrement of {} would go below zero",
+                    "pool {pool} has {granted} credits in grants; a decrement of {} would go below zero",
                     -delta
                 ),
             });
@@ -365,6 +371,9 @@ impl Ledger {
                         amount: -take,
                         kind: "adjustment",
                         balance_after: Some(balance),
+                        operation: None,
+                        debit_id: None,
+                        reservation_id: None,
                         adjustment_id: Some(id),
                         metadata: &metadata,
                         now,

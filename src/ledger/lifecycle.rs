@@ -53,6 +53,9 @@ pub(crate) async fn catch_up(
             .ok_or_else(|| corrupt(format!("periods of {} leave the calendar", row.key_id)))?;
         let mut old_start = row.period_start;
         for period in periods {
+            // Holds that lapsed before the boundary return first, so their allowance counts as
+            // unused when the roll looks.
+            super::holds::release_lapsed(conn, &row.key_id, period.start, now).await?;
             roll_to(
                 conn,
                 &row.key_id,
@@ -72,6 +75,7 @@ pub(crate) async fn catch_up(
             tracing::info!(key_id = %row.key_id, periods = done.rolled, "period rolled");
         }
     }
+    super::holds::release_lapsed(conn, &row.key_id, now, now).await?;
     done.expired = db::grants::expire_due(conn, &row.key_id, now, false, now).await?;
     Ok(done)
 }
@@ -117,6 +121,31 @@ pub(crate) async fn roll_to(
     }
 
     db::grants::expire_due(conn, key_id, new_start, close_early, now).await?;
+
+    // The period's overage is recorded for billing in an entry of its own; the new period
+    // starts from zero overage.
+    let counters = db::accounts::pools_of(conn, &[key_id.to_owned()]).await?;
+    for pool in counters.iter().filter(|p| p.overage_used > 0) {
+        db::entries::insert(
+            conn,
+            &db::entries::NewEntry {
+                key_id,
+                pool: &pool.pool,
+                kind: "overage",
+                amount: pool.overage_used,
+                balance_after: None,
+                operation: None,
+                debit_id: None,
+                metadata: &serde_json::json!({
+                    "settled": pool.overage_used,
+                    "period_start": old_start,
+                    "period_end": new_start,
+                }),
+                now,
+            },
+        )
+        .await?;
+    }
 
     let empty = serde_json::json!({});
     for (pool, rollover) in carried {
@@ -299,7 +328,9 @@ async fn prorate_difference(
                 Some(grant) if grant.voided_at.is_some() => {}
                 Some(grant) => {
                     let remaining = (grant.remaining + diff).max(0);
-                    let amount = (grant.amount + diff).max(remaining);
+                    // What the grant already gave (debits, holds) stays accounted for, so a
+                    // refund or a released hold always fits back in.
+                    let amount = grant.amount + (remaining - grant.remaining);
                     let others =
                         db::grants::available(conn, key_id, &pool, now).await? - grant.remaining;
                     db::grants::resize(

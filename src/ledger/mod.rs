@@ -1,6 +1,7 @@
 //! The domain: types, pure rules and the operations that apply them in one transaction each.
 
 pub mod credits;
+pub mod holds;
 pub mod lifecycle;
 pub mod model;
 pub mod ops;
@@ -51,6 +52,8 @@ pub struct Exhausted {
     pub available: i64,
     pub allowed: Option<i64>,
     pub used: i64,
+    /// How far below zero the pool may go; `available` may already be negative by up to this.
+    pub overage_limit: i64,
     pub reset_at: DateTime<Utc>,
 }
 
@@ -62,6 +65,20 @@ pub enum LedgerError {
     AccountNotFound(KeyId),
     #[error("grant {0} does not exist")]
     GrantNotFound(uuid::Uuid),
+    #[error("debit {0} does not exist")]
+    DebitNotFound(uuid::Uuid),
+    #[error("reservation {0} does not exist")]
+    ReservationNotFound(uuid::Uuid),
+    #[error("reservation {id} is {status}, not active")]
+    ReservationNotActive { id: uuid::Uuid, status: String },
+    #[error("commit of {requested} exceeds the {held} credits held")]
+    AmountExceedsReservation { requested: i64, held: i64 },
+    #[error("refund of {requested} exceeds what is left of the debit")]
+    RefundExceedsDebit {
+        cost: i64,
+        refunded: i64,
+        requested: i64,
+    },
     #[error("invalid plan: {0}")]
     InvalidPlan(InvalidField),
     #[error("{0}")]

@@ -85,6 +85,15 @@ pub struct Debit {
     pub remaining: Option<i64>,
     pub reset_at: DateTime<Utc>,
     pub drawn: Vec<Drawn>,
+    /// The part of the cost taken below zero, from the pool's overage.
+    #[serde(default)]
+    pub overage: i64,
+    /// The reservation this debit committed, if any.
+    #[serde(default)]
+    pub reservation_id: Option<Uuid>,
+    /// Credits refunded from this debit so far (at the time of the answer).
+    #[serde(default)]
+    pub refunded: i64,
     pub plan_id: PlanId,
     pub plan_version: i32,
     pub metadata: serde_json::Value,

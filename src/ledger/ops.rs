@@ -58,7 +58,7 @@ pub struct Idempotency {
 #[derive(Debug, Clone)]
 pub enum DebitOutcome {
     /// A new debit (or, with `dry_run`, what it would be).
-    Accepted(Debit),
+    Accepted(Box<Debit>),
     /// The stored answer to an earlier request with the same key and parameters.
     Replayed {
         status: u16,
@@ -270,19 +270,21 @@ impl Ledger {
         for _ in 0..STALE_PLAN_RETRIES {
             // One connection per attempt, released before any roll (which takes its own).
             let mut conn = self.db.acquire().await?;
+            let now = self.now();
             let context = db::debits::context(
                 &mut conn,
                 key_id.as_str(),
                 idempotency.map(|i| i.key.as_str()),
+                now,
             )
             .await?
             .ok_or_else(|| LedgerError::AccountNotFound(key_id.clone()))?;
             if let (Some(idem), Some(hash)) = (idempotency, &context.request_hash) {
                 return replay(idem, hash, context.status, context.response.map(|j| j.0));
             }
-            let now = self.now();
-            if context.period_end <= now {
-                // Roll first, so the debit lands in the period that contains now.
+            if context.period_end <= now || context.holds_expired {
+                // Roll and release first, so the debit lands in the period that contains now
+                // and sees the credits of holds that lapsed.
                 drop(conn);
                 self.maintain(key_id.as_str(), now).await?;
                 continue;
@@ -308,7 +310,7 @@ impl Ledger {
                 Some("ok") => {
                     let debit: Debit = serde_json::from_value(outcome["debit"].clone())
                         .map_err(|e| LedgerError::Database(sqlx::Error::Decode(Box::new(e))))?;
-                    return Ok(DebitOutcome::Accepted(debit));
+                    return Ok(DebitOutcome::Accepted(Box::new(debit)));
                 }
                 Some("replay") => {
                     let status = outcome["status"]
@@ -329,6 +331,7 @@ impl Ledger {
                         available: outcome["available"].as_i64().unwrap_or(0),
                         allowed: outcome["allowed"].as_i64(),
                         used: outcome["used"].as_i64().unwrap_or(0),
+                        overage_limit: outcome["overage_limit"].as_i64().unwrap_or(0),
                         reset_at: serde_json::from_value(outcome["reset_at"].clone())
                             .unwrap_or(now),
                     })))
@@ -525,7 +528,8 @@ pub(crate) async fn load_accounts(
     rows.sort_by_key(|r| position.get(r.key_id.as_str()).copied());
     let pools = db::accounts::pools_of(conn, key_ids).await?;
     let grants = db::accounts::active_grants_of(conn, key_ids, now).await?;
-    let mut balances = assemble_balances(&rows, pools, grants)?;
+    let reserved = db::reservations::reserved_of(conn, key_ids).await?;
+    let mut balances = assemble_balances(&rows, pools, grants, reserved)?;
     rows.into_iter()
         .map(|row| {
             let balance = balances
@@ -554,7 +558,12 @@ fn assemble_balances(
     accounts: &[AccountRow],
     pools: Vec<PoolRow>,
     grants: Vec<GrantRow>,
+    reserved: Vec<(String, String, i64)>,
 ) -> Result<HashMap<String, Balance>, LedgerError> {
+    let reserved: HashMap<(String, String), i64> = reserved
+        .into_iter()
+        .map(|(key, pool, amount)| ((key, pool), amount))
+        .collect();
     let mut grants_by_pool: HashMap<(String, String), Vec<GrantRow>> = HashMap::new();
     for grant in grants {
         grants_by_pool
@@ -587,14 +596,20 @@ fn assemble_balances(
             .remove(&(pool.key_id.clone(), pool.pool.clone()))
             .unwrap_or_default();
         grants.sort_by(|a, b| rules::consumption_order(&order_key(a), &order_key(b)));
-        let total: i128 = grants.iter().map(|g| i128::from(g.remaining)).sum();
+        // Held credits are already out of their grants; overage taken is owed below zero.
+        let total: i128 = grants.iter().map(|g| i128::from(g.remaining)).sum::<i128>()
+            - i128::from(pool.overage_used);
         let available = pool
             .allowance
             .map(|_| i64::try_from(total).unwrap_or(i64::MAX));
+        let held = reserved
+            .get(&(pool.key_id.clone(), pool.pool.clone()))
+            .copied()
+            .unwrap_or(0);
         balance.pools.push(PoolBalance {
             pool: PoolName::try_from(pool.pool).map_err(|e| corrupt(e.to_string()))?,
             available,
-            reserved: 0,
+            reserved: held,
             allowance: pool.allowance,
             used: pool.used,
             overage_used: pool.overage_used,

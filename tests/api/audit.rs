@@ -175,7 +175,7 @@ async fn a_ledger_built_through_the_api_audits_clean() {
     let app = ledger().await;
     let violations = audit_now(&app).await;
     assert!(violations.is_empty(), "clean:{}", lines(&violations));
-    assert_eq!(audit::CHECKS.len(), 10);
+    assert_eq!(audit::CHECKS.len(), 13);
 }
 
 #[tokio::test]
@@ -578,7 +578,7 @@ async fn the_audit_command_exits_0_when_clean_and_1_printing_each_violation() {
     let clean = binary(&app.db.url).output().unwrap();
     let stdout = String::from_utf8(clean.stdout).unwrap();
     assert_eq!(clean.status.code(), Some(0), "{stdout}");
-    assert_eq!(stdout.trim_end(), "audit: clean, 10 checks");
+    assert_eq!(stdout.trim_end(), "audit: clean, 13 checks");
 
     sql(
         &app,
@@ -611,4 +611,50 @@ fn the_audit_command_on_an_unreachable_database_is_a_one_line_error_and_exit_1()
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
     assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+}
+
+#[tokio::test]
+async fn overage_used_that_differs_from_the_overage_entries_is_reported() {
+    let app = ledger().await;
+    sql(
+        &app,
+        "UPDATE account_pools SET overage_used = 5 WHERE key_id = 'key_a'",
+    )
+    .await;
+    let violations = audit_now(&app).await;
+    assert_only(&violations, "overage_matches_entries", &["key_a"]);
+}
+
+#[tokio::test]
+async fn a_reservation_whose_hold_entries_differ_from_its_amount_is_reported() {
+    let app = ledger().await;
+    app.post("/v1/accounts/key_b/reservations")
+        .json(json!({"cost": 10}))
+        .send()
+        .await
+        .assert_status(201);
+    assert!(audit_now(&app).await.is_empty());
+    sql(
+        &app,
+        "UPDATE reservations SET amount = amount + 1 WHERE key_id = 'key_b'",
+    )
+    .await;
+    let violations = audit_now(&app).await;
+    assert_only(&violations, "hold_entries_match_reservation", &["key_b"]);
+}
+
+#[tokio::test]
+async fn refunds_that_differ_from_the_debits_refunded_are_reported() {
+    let app = ledger().await;
+    let debit = app.debit("key_b", json!({"cost": 3})).await;
+    let id = debit.body["id"].as_str().unwrap();
+    app.post(&format!("/v1/debits/{id}/refunds"))
+        .json(json!({"amount": 2}))
+        .send()
+        .await
+        .assert_status(201);
+    assert!(audit_now(&app).await.is_empty());
+    sql(&app, "UPDATE refunds SET amount = amount + 1").await;
+    let violations = audit_now(&app).await;
+    assert_only(&violations, "refunds_match_debit", &["key_b"]);
 }

@@ -13,4 +13,5 @@ mod idempotency;
 mod openapi;
 mod periods;
 mod plans;
+mod reservations;
 mod validation;

@@ -1,0 +1,169 @@
+//! Reservations (holds for long work) and refunds.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::accounts::key_id;
+use super::auth::{Admin, Service};
+use super::debits::{debit_response, DebitBody};
+use super::extract::{AppJson, AppPath, IdempotencyKey, OptionalJson};
+use super::grants::{idempotency, render};
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::ledger::holds::{
+    Refund, Reservation, ReservationRequest, DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS,
+};
+use crate::ledger::types::{check_positive, InvalidField};
+
+fn field(f: InvalidField) -> ApiError {
+    ApiError::invalid_field("invalid_request", &f)
+}
+
+fn uuid_path(raw: &str, what: &str) -> Result<Uuid, ApiError> {
+    raw.parse::<Uuid>().map_err(|_| {
+        field(InvalidField::new(
+            "id",
+            format!("must be a {what} id (a UUID)"),
+        ))
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReservationBody {
+    operation: Option<String>,
+    quantity: Option<i64>,
+    cost: Option<i64>,
+    pool: Option<String>,
+    metadata: Option<Value>,
+    ttl_seconds: Option<i64>,
+}
+
+/// POST /v1/accounts/{key_id}/reservations: 201 with the hold, 402 when it cannot be covered.
+pub async fn create(
+    _: Service,
+    State(state): State<AppState>,
+    AppPath(raw_key): AppPath<String>,
+    IdempotencyKey(key): IdempotencyKey,
+    AppJson(body, _): AppJson<ReservationBody>,
+) -> Result<Response, ApiError> {
+    let account = key_id(&raw_key)?;
+    let ttl_seconds = body.ttl_seconds.unwrap_or(DEFAULT_TTL_SECONDS);
+    if !(1..=MAX_TTL_SECONDS).contains(&ttl_seconds) {
+        return Err(field(InvalidField::new(
+            "ttl_seconds",
+            format!("must be between 1 and {MAX_TTL_SECONDS}"),
+        )));
+    }
+    // The same fields as a debit, validated the same way.
+    let debit = DebitBody::new(
+        body.operation,
+        body.quantity,
+        body.cost,
+        body.pool,
+        body.metadata,
+    )
+    .validate()?;
+    let request = ReservationRequest {
+        spec: debit.spec,
+        ttl_seconds,
+        metadata: debit.metadata,
+    };
+    let normalized = json!({
+        "operation": request.spec.operation, "quantity": request.spec.quantity,
+        "cost": request.spec.cost, "pool": request.spec.pool, "metadata": request.metadata,
+        "ttl_seconds": request.ttl_seconds,
+    });
+    let idem = idempotency(key, "POST /v1/accounts/{key_id}/reservations", &normalized);
+    let outcome = state
+        .ledger
+        .reserve(&account, &request, idem.as_ref())
+        .await?;
+    render::<Reservation>(outcome, StatusCode::CREATED)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitBody {
+    amount: Option<i64>,
+}
+
+/// POST /v1/reservations/{id}/commit: 200 with the debit.
+pub async fn commit(
+    _: Service,
+    State(state): State<AppState>,
+    AppPath(raw_id): AppPath<String>,
+    OptionalJson(body): OptionalJson<CommitBody>,
+) -> Result<Response, ApiError> {
+    let id = uuid_path(&raw_id, "reservation")?;
+    let amount = body
+        .amount
+        .map(|a| check_positive("amount", a).map_err(field))
+        .transpose()?;
+    let debit = state.ledger.commit_reservation(id, amount).await?;
+    Ok(debit_response(StatusCode::OK, &debit, false))
+}
+
+/// POST /v1/reservations/{id}/release: 200 with the released reservation.
+pub async fn release(
+    _: Service,
+    State(state): State<AppState>,
+    AppPath(raw_id): AppPath<String>,
+) -> Result<Json<Reservation>, ApiError> {
+    let id = uuid_path(&raw_id, "reservation")?;
+    Ok(Json(state.ledger.release_reservation(id).await?))
+}
+
+/// GET /v1/reservations/{id}
+pub async fn get(
+    _: Service,
+    State(state): State<AppState>,
+    AppPath(raw_id): AppPath<String>,
+) -> Result<Json<Reservation>, ApiError> {
+    let id = uuid_path(&raw_id, "reservation")?;
+    Ok(Json(state.ledger.get_reservation(id).await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefundBody {
+    amount: Option<i64>,
+    reason: Option<String>,
+}
+
+/// POST /v1/debits/{id}/refunds: 201 with the refund.
+pub async fn refund(
+    _: Admin,
+    State(state): State<AppState>,
+    AppPath(raw_id): AppPath<String>,
+    IdempotencyKey(key): IdempotencyKey,
+    OptionalJson(body): OptionalJson<RefundBody>,
+) -> Result<Response, ApiError> {
+    let id = uuid_path(&raw_id, "debit")?;
+    let amount = body
+        .amount
+        .map(|a| check_positive("amount", a).map_err(field))
+        .transpose()?;
+    let reason = body
+        .reason
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty());
+    if reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
+        return Err(field(InvalidField::new(
+            "reason",
+            "must be at most 500 characters long",
+        )));
+    }
+    let normalized = json!({"debit_id": id, "amount": amount, "reason": reason});
+    let idem = idempotency(key, "POST /v1/debits/{id}/refunds", &normalized);
+    let outcome = state
+        .ledger
+        .refund(id, amount, reason, idem.as_ref())
+        .await?;
+    render::<Refund>(outcome, StatusCode::CREATED)
+}

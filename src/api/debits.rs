@@ -90,6 +90,7 @@ impl DebitBody {
             metadata: metadata_object(self.metadata)?
                 .unwrap_or_else(|| Value::Object(Default::default())),
             dry_run: self.dry_run,
+            source_key_id: None,
         })
     }
 }

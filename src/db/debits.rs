@@ -59,6 +59,8 @@ pub struct DebitCall<'a> {
     pub dry_run: bool,
     pub idempotency: Option<(&'a str, &'a str)>,
     pub debit_id: Uuid,
+    /// The Unkey keyId that made the debit, when it came through `/v1/verify`.
+    pub source_key_id: Option<&'a str>,
     pub now: DateTime<Utc>,
 }
 
@@ -69,7 +71,7 @@ pub async fn apply(
 ) -> Result<serde_json::Value, sqlx::Error> {
     let (idem_key, idem_hash) = call.idempotency.unzip();
     let Json(outcome) = sqlx::query_scalar::<_, Json<serde_json::Value>>(
-        "SELECT cl_debit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        "SELECT cl_debit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(call.key_id)
     .bind(call.pool)
@@ -83,6 +85,7 @@ pub async fn apply(
     .bind(idem_key)
     .bind(idem_hash)
     .bind(call.debit_id)
+    .bind(call.source_key_id)
     .bind(call.now)
     .fetch_one(conn)
     .await?;

@@ -462,6 +462,7 @@ impl Ledger {
             overage: 0,
             reservation_id: Some(r.id),
             refunded: 0,
+            source_key_id: None,
             plan_id: PlanId::try_from(r.plan_id).map_err(|e| corrupt(e.to_string()))?,
             plan_version: r.plan_version,
             metadata: r.metadata.0,

@@ -94,6 +94,10 @@ pub struct Debit {
     /// Credits refunded from this debit so far (at the time of the answer).
     #[serde(default)]
     pub refunded: i64,
+    /// The Unkey keyId that made the debit through `/v1/verify` (in a shared account, one of
+    /// several keys); `None` for a debit made on the account directly.
+    #[serde(default)]
+    pub source_key_id: Option<String>,
     pub plan_id: PlanId,
     pub plan_version: i32,
     pub metadata: serde_json::Value,
@@ -114,6 +118,8 @@ pub struct Entry {
     pub debit_id: Option<Uuid>,
     pub reservation_id: Option<Uuid>,
     pub adjustment_id: Option<Uuid>,
+    /// The Unkey keyId whose call wrote this entry, when it came through `/v1/verify`.
+    pub source_key_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub metadata: serde_json::Value,
 }

@@ -46,6 +46,8 @@ pub struct DebitRequest {
     pub spec: DebitSpec,
     pub metadata: serde_json::Value,
     pub dry_run: bool,
+    /// The Unkey keyId that made the debit, when it came through `/v1/verify`.
+    pub source_key_id: Option<String>,
 }
 
 /// An Idempotency-Key with the hash of the request it came with.
@@ -303,6 +305,7 @@ impl Ledger {
                 dry_run: request.dry_run,
                 idempotency: idempotency.map(|i| (i.key.as_str(), i.request_hash.as_str())),
                 debit_id: Uuid::now_v7(),
+                source_key_id: request.source_key_id.as_deref(),
                 now,
             };
             let outcome = db::debits::apply(&mut conn, &call).await?;

@@ -1,0 +1,202 @@
+-- Unkey integration: shared accounts (one balance for all keys of a customer) and the key that
+-- made each debit, so every key's own usage stays visible inside a shared account.
+
+ALTER TABLE accounts ADD COLUMN shared boolean NOT NULL DEFAULT false;
+CREATE INDEX accounts_shared_external_id ON accounts (external_id, created_at)
+    WHERE shared AND external_id IS NOT NULL;
+
+-- The Unkey keyId that made the debit (NULL when the debit was made on the account directly).
+ALTER TABLE debits ADD COLUMN source_key_id text;
+ALTER TABLE entries ADD COLUMN source_key_id text;
+
+-- Usage for dashboards reads debits by account and time.
+CREATE INDEX debits_by_time ON debits (key_id, created_at);
+
+-- The debit functions take the source key.
+DROP FUNCTION cl_debit(text, text, bigint, text, bigint, text, integer, jsonb, boolean, text, text,
+                       uuid, timestamptz);
+DROP FUNCTION cl_debit_apply(text, text, bigint, text, bigint, text, integer, jsonb, boolean, uuid,
+                             timestamptz);
+
+CREATE FUNCTION cl_debit_apply(
+    p_key_id text, p_pool text, p_cost bigint, p_operation text, p_quantity bigint,
+    p_plan_id text, p_plan_version integer, p_metadata jsonb, p_dry_run boolean,
+    p_debit_id uuid, p_source_key_id text, p_now timestamptz)
+RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_account   accounts%ROWTYPE;
+    v_pool      account_pools%ROWTYPE;
+    v_granted   bigint;
+    v_available bigint;
+    v_balance   bigint;
+    v_need      bigint;
+    v_take      bigint;
+    v_overage   bigint := 0;
+    v_grant     record;
+    v_drawn     jsonb := '[]'::jsonb;
+BEGIN
+    SELECT * INTO v_account FROM accounts WHERE key_id = p_key_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN jsonb_build_object('outcome', 'account_not_found');
+    END IF;
+    IF v_account.plan_id <> p_plan_id THEN
+        RETURN jsonb_build_object('outcome', 'stale_plan');
+    END IF;
+    -- A period that has ended is rolled first (by the caller, in Rust, under this same lock),
+    -- so no debit ever lands in a period that is over.
+    IF v_account.period_end <= p_now THEN
+        RETURN jsonb_build_object('outcome', 'period_ended');
+    END IF;
+
+    SELECT * INTO v_pool FROM account_pools WHERE key_id = p_key_id AND pool = p_pool;
+    IF NOT FOUND THEN
+        RETURN jsonb_build_object('outcome', 'unknown_pool');
+    END IF;
+
+    IF v_pool.allowance IS NULL THEN
+        -- Unlimited pool: always succeeds, still journaled.
+        v_available := NULL;
+        IF NOT p_dry_run THEN
+            INSERT INTO entries (key_id, pool, kind, amount, balance_after, grant_id, operation,
+                                 debit_id, source_key_id, created_at)
+            VALUES (p_key_id, p_pool, 'debit', -p_cost, NULL, NULL, p_operation, p_debit_id,
+                    p_source_key_id, p_now);
+        END IF;
+    ELSE
+        SELECT coalesce(sum(remaining), 0) INTO v_granted
+          FROM grants
+         WHERE key_id = p_key_id AND pool = p_pool AND remaining > 0 AND voided_at IS NULL
+           AND effective_at <= p_now AND (expires_at IS NULL OR expires_at > p_now);
+        v_available := v_granted - v_pool.overage_used;
+
+        IF v_available - p_cost < -v_pool.overage_limit THEN
+            RETURN jsonb_build_object(
+                'outcome', 'exhausted',
+                'available', v_available,
+                'allowed', v_pool.allowance,
+                'used', v_pool.used,
+                'overage_limit', v_pool.overage_limit,
+                'reset_at', v_account.period_end);
+        END IF;
+
+        v_need := p_cost;
+        v_balance := v_available;
+        FOR v_grant IN
+            SELECT id, kind, remaining
+              FROM grants
+             WHERE key_id = p_key_id AND pool = p_pool AND remaining > 0 AND voided_at IS NULL
+               AND effective_at <= p_now AND (expires_at IS NULL OR expires_at > p_now)
+             ORDER BY expires_at ASC NULLS LAST, priority DESC, created_at ASC, id ASC
+        LOOP
+            EXIT WHEN v_need = 0;
+            v_take := least(v_grant.remaining, v_need);
+            v_need := v_need - v_take;
+            v_balance := v_balance - v_take;
+            v_drawn := v_drawn || jsonb_build_array(jsonb_build_object(
+                'grant_id', v_grant.id, 'kind', v_grant.kind, 'amount', v_take));
+            IF NOT p_dry_run THEN
+                UPDATE grants SET remaining = remaining - v_take
+                 WHERE key_id = p_key_id AND id = v_grant.id;
+                INSERT INTO entries (key_id, pool, kind, amount, balance_after, grant_id, operation,
+                                     debit_id, source_key_id, created_at)
+                VALUES (p_key_id, p_pool, 'debit', -v_take, v_balance, v_grant.id, p_operation,
+                        p_debit_id, p_source_key_id, p_now);
+            END IF;
+        END LOOP;
+
+        IF v_need > 0 THEN
+            -- What the grants could not cover goes into overage (checked above to fit).
+            v_overage := v_need;
+            v_balance := v_balance - v_overage;
+            IF NOT p_dry_run THEN
+                UPDATE account_pools SET overage_used = overage_used + v_overage
+                 WHERE key_id = p_key_id AND pool = p_pool;
+                INSERT INTO entries (key_id, pool, kind, amount, balance_after, grant_id, operation,
+                                     debit_id, source_key_id, created_at)
+                VALUES (p_key_id, p_pool, 'overage', -v_overage, v_balance, NULL, p_operation,
+                        p_debit_id, p_source_key_id, p_now);
+            END IF;
+        END IF;
+        v_available := v_balance;
+    END IF;
+
+    IF NOT p_dry_run THEN
+        UPDATE account_pools SET used = used + p_cost WHERE key_id = p_key_id AND pool = p_pool;
+        INSERT INTO debits (key_id, id, pool, operation, quantity, cost, plan_id, plan_version,
+                            remaining, reset_at, drawn, metadata, overage, source_key_id,
+                            created_at)
+        VALUES (p_key_id, p_debit_id, p_pool, p_operation, p_quantity, p_cost, p_plan_id,
+                p_plan_version, v_available, v_account.period_end, v_drawn, p_metadata, v_overage,
+                p_source_key_id, p_now);
+    END IF;
+
+    RETURN jsonb_build_object(
+        'outcome', 'ok',
+        'debit', jsonb_build_object(
+            'id', CASE WHEN p_dry_run THEN NULL ELSE p_debit_id END,
+            'key_id', p_key_id,
+            'pool', p_pool,
+            'operation', p_operation,
+            'quantity', p_quantity,
+            'cost', p_cost,
+            'remaining', v_available,
+            'reset_at', v_account.period_end,
+            'drawn', v_drawn,
+            'overage', v_overage,
+            'reservation_id', NULL,
+            'refunded', 0,
+            'source_key_id', p_source_key_id,
+            'plan_id', p_plan_id,
+            'plan_version', p_plan_version,
+            'metadata', p_metadata,
+            'dry_run', p_dry_run,
+            'created_at', p_now));
+END;
+$$;
+
+CREATE FUNCTION cl_debit(
+    p_key_id text, p_pool text, p_cost bigint, p_operation text, p_quantity bigint,
+    p_plan_id text, p_plan_version integer, p_metadata jsonb, p_dry_run boolean,
+    p_idem_key text, p_idem_hash text, p_debit_id uuid, p_source_key_id text,
+    p_now timestamptz)
+RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_idem   idempotency_keys%ROWTYPE;
+    v_result jsonb;
+    v_claim  boolean := p_idem_key IS NOT NULL AND NOT p_dry_run;
+BEGIN
+    IF v_claim THEN
+        LOOP
+            INSERT INTO idempotency_keys (scope, key, request_hash, status, response, created_at)
+            VALUES (p_key_id, p_idem_key, p_idem_hash, 0, 'null'::jsonb, p_now)
+            ON CONFLICT DO NOTHING;
+            EXIT WHEN FOUND;
+            SELECT * INTO v_idem FROM idempotency_keys WHERE scope = p_key_id AND key = p_idem_key;
+            IF FOUND THEN
+                IF v_idem.request_hash <> p_idem_hash THEN
+                    RETURN jsonb_build_object('outcome', 'idempotency_conflict');
+                END IF;
+                RETURN jsonb_build_object('outcome', 'replay', 'status', v_idem.status,
+                                          'body', v_idem.response);
+            END IF;
+            -- The conflicting row vanished (its retention ended): claim again.
+        END LOOP;
+    END IF;
+
+    v_result := cl_debit_apply(p_key_id, p_pool, p_cost, p_operation, p_quantity, p_plan_id,
+                               p_plan_version, p_metadata, p_dry_run, p_debit_id,
+                               p_source_key_id, p_now);
+
+    IF v_claim THEN
+        IF v_result->>'outcome' = 'ok' THEN
+            UPDATE idempotency_keys SET status = 201, response = v_result->'debit'
+             WHERE scope = p_key_id AND key = p_idem_key;
+        ELSE
+            DELETE FROM idempotency_keys WHERE scope = p_key_id AND key = p_idem_key;
+        END IF;
+    END IF;
+    RETURN v_result;
+END;
+$$;

@@ -35,17 +35,22 @@ DECLARE
     v_overage   bigint := 0;
     v_grant     record;
     v_drawn     jsonb := '[]'::jsonb;
+    v_now       timestamptz;
 BEGIN
     SELECT * INTO v_account FROM accounts WHERE key_id = p_key_id FOR UPDATE;
     IF NOT FOUND THEN
         RETURN jsonb_build_object('outcome', 'account_not_found');
     END IF;
+    -- The caller read its clock before it waited for this lock; another process may have rolled
+    -- the period meanwhile, and clocks of several processes differ a little. Nothing happens in
+    -- this account before its current period started.
+    v_now := greatest(p_now, v_account.period_start);
     IF v_account.plan_id <> p_plan_id THEN
         RETURN jsonb_build_object('outcome', 'stale_plan');
     END IF;
     -- A period that has ended is rolled first (by the caller, in Rust, under this same lock),
     -- so no debit ever lands in a period that is over.
-    IF v_account.period_end <= p_now THEN
+    IF v_account.period_end <= v_now THEN
         RETURN jsonb_build_object('outcome', 'period_ended');
     END IF;
 
@@ -61,13 +66,13 @@ BEGIN
             INSERT INTO entries (key_id, pool, kind, amount, balance_after, grant_id, operation,
                                  debit_id, source_key_id, created_at)
             VALUES (p_key_id, p_pool, 'debit', -p_cost, NULL, NULL, p_operation, p_debit_id,
-                    p_source_key_id, p_now);
+                    p_source_key_id, v_now);
         END IF;
     ELSE
         SELECT coalesce(sum(remaining), 0) INTO v_granted
           FROM grants
          WHERE key_id = p_key_id AND pool = p_pool AND remaining > 0 AND voided_at IS NULL
-           AND effective_at <= p_now AND (expires_at IS NULL OR expires_at > p_now);
+           AND effective_at <= v_now AND (expires_at IS NULL OR expires_at > v_now);
         v_available := v_granted - v_pool.overage_used;
 
         IF v_available - p_cost < -v_pool.overage_limit THEN
@@ -86,7 +91,7 @@ BEGIN
             SELECT id, kind, remaining
               FROM grants
              WHERE key_id = p_key_id AND pool = p_pool AND remaining > 0 AND voided_at IS NULL
-               AND effective_at <= p_now AND (expires_at IS NULL OR expires_at > p_now)
+               AND effective_at <= v_now AND (expires_at IS NULL OR expires_at > v_now)
              ORDER BY expires_at ASC NULLS LAST, priority DESC, created_at ASC, id ASC
         LOOP
             EXIT WHEN v_need = 0;
@@ -101,7 +106,7 @@ BEGIN
                 INSERT INTO entries (key_id, pool, kind, amount, balance_after, grant_id, operation,
                                      debit_id, source_key_id, created_at)
                 VALUES (p_key_id, p_pool, 'debit', -v_take, v_balance, v_grant.id, p_operation,
-                        p_debit_id, p_source_key_id, p_now);
+                        p_debit_id, p_source_key_id, v_now);
             END IF;
         END LOOP;
 
@@ -115,7 +120,7 @@ BEGIN
                 INSERT INTO entries (key_id, pool, kind, amount, balance_after, grant_id, operation,
                                      debit_id, source_key_id, created_at)
                 VALUES (p_key_id, p_pool, 'overage', -v_overage, v_balance, NULL, p_operation,
-                        p_debit_id, p_source_key_id, p_now);
+                        p_debit_id, p_source_key_id, v_now);
             END IF;
         END IF;
         v_available := v_balance;
@@ -128,7 +133,7 @@ BEGIN
                             created_at)
         VALUES (p_key_id, p_debit_id, p_pool, p_operation, p_quantity, p_cost, p_plan_id,
                 p_plan_version, v_available, v_account.period_end, v_drawn, p_metadata, v_overage,
-                p_source_key_id, p_now);
+                p_source_key_id, v_now);
     END IF;
 
     RETURN jsonb_build_object(
@@ -151,7 +156,7 @@ BEGIN
             'plan_version', p_plan_version,
             'metadata', p_metadata,
             'dry_run', p_dry_run,
-            'created_at', p_now));
+            'created_at', v_now));
 END;
 $$;
 

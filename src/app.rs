@@ -8,7 +8,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, auth::Tokens};
 use crate::config::Config;
+use crate::gate::Gate;
 use crate::ledger::ops::Ledger;
+use crate::ledger::types::PlanId;
 use crate::ledger::Clock;
 
 #[derive(Clone)]
@@ -16,15 +18,32 @@ pub struct AppState {
     pub ledger: Ledger,
     pub tokens: Arc<Tokens>,
     pub request_timeout: Duration,
+    /// The Unkey gate; `None` without `UNKEY_ROOT_KEY`.
+    pub gate: Option<Arc<Gate>>,
 }
 
 impl AppState {
-    pub fn new(config: &Config, db: sqlx::PgPool, clock: Clock) -> Self {
-        AppState {
+    pub fn new(config: &Config, db: sqlx::PgPool, clock: Clock) -> Result<Self, String> {
+        let default_plan = config
+            .default_plan
+            .as_deref()
+            .map(|p| PlanId::parse("LEDGER_DEFAULT_PLAN", p).map_err(|e| e.to_string()))
+            .transpose()?;
+        let gate = config
+            .unkey
+            .as_ref()
+            .map(|settings| {
+                Gate::new(settings, config.key_cache, default_plan)
+                    .map(Arc::new)
+                    .map_err(|e| format!("cannot build the Unkey client: {e}"))
+            })
+            .transpose()?;
+        Ok(AppState {
             ledger: Ledger::new(db, clock),
             tokens: Arc::new(Tokens::new(&config.admin_tokens, &config.service_tokens)),
             request_timeout: config.request_timeout,
-        }
+            gate,
+        })
     }
 }
 

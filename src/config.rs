@@ -3,8 +3,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::unkey::UnkeySettings;
+
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/credit_ledger";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_UNKEY_BASE_URL: &str = "https://api.unkey.com";
 /// Every minute, at second 0.
 pub const DEFAULT_SCHEDULE: &str = "0 * * * * *";
 
@@ -32,6 +35,14 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `LEDGER_SCHEDULE`: when the maintenance job runs (cron with seconds)
     pub schedule: String,
+    /// `UNKEY_ROOT_KEY` and friends; `None` when no root key is set (the Unkey routes then
+    /// answer 503 naming the setting).
+    pub unkey: Option<UnkeySettings>,
+    /// `LEDGER_DEFAULT_PLAN`: the plan of an auto-provisioned key whose Unkey meta names none.
+    pub default_plan: Option<String>,
+    /// `LEDGER_KEY_CACHE_SECS`: how long a positive verification of a customer key is reused by
+    /// `/v1/me/*` (0 to 30).
+    pub key_cache: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -46,6 +57,13 @@ impl std::fmt::Debug for Config {
             .field("request_timeout", &self.request_timeout)
             .field("log_format", &self.log_format)
             .field("schedule", &self.schedule)
+            .field(
+                "unkey_base_url",
+                &self.unkey.as_ref().map(|u| u.base_url.clone()),
+            )
+            .field("unkey_root_key", &self.unkey.as_ref().map(|_| "***"))
+            .field("default_plan", &self.default_plan)
+            .field("key_cache", &self.key_cache)
             .finish()
     }
 }
@@ -129,6 +147,36 @@ impl Config {
             )?),
             log_format,
             schedule: lookup("LEDGER_SCHEDULE").unwrap_or_else(|| DEFAULT_SCHEDULE.to_owned()),
+            unkey: match lookup("UNKEY_ROOT_KEY") {
+                None => None,
+                Some(root_key) => Some(UnkeySettings {
+                    base_url: lookup("UNKEY_BASE_URL")
+                        .unwrap_or_else(|| DEFAULT_UNKEY_BASE_URL.to_owned()),
+                    root_key,
+                    connect_timeout: Duration::from_millis(number(
+                        "UNKEY_CONNECT_TIMEOUT_MS",
+                        lookup("UNKEY_CONNECT_TIMEOUT_MS"),
+                        1000,
+                        |n| (10..=10_000).contains(n),
+                    )?),
+                    timeout: Duration::from_millis(number(
+                        "UNKEY_TIMEOUT_MS",
+                        lookup("UNKEY_TIMEOUT_MS"),
+                        2000,
+                        |n| (10..=10_000).contains(n),
+                    )?),
+                    retries: number("UNKEY_RETRIES", lookup("UNKEY_RETRIES"), 1, |n| {
+                        (0..=3).contains(n)
+                    })?,
+                }),
+            },
+            default_plan: lookup("LEDGER_DEFAULT_PLAN"),
+            key_cache: Duration::from_secs(number(
+                "LEDGER_KEY_CACHE_SECS",
+                lookup("LEDGER_KEY_CACHE_SECS"),
+                10,
+                |n| (0..=30).contains(n),
+            )?),
         })
     }
 }
@@ -156,6 +204,8 @@ mod tests {
         assert_eq!(config.request_timeout, Duration::from_secs(30));
         assert_eq!(config.log_format, LogFormat::Text);
         assert_eq!(config.schedule, DEFAULT_SCHEDULE);
+        assert!(config.unkey.is_none());
+        assert_eq!(config.key_cache, Duration::from_secs(10));
     }
 
     #[test]
@@ -188,10 +238,34 @@ mod tests {
     }
 
     #[test]
+    fn unkey_settings_come_with_the_root_key() {
+        let config = parse(&[
+            ("UNKEY_ROOT_KEY", "unkey_root"),
+            ("UNKEY_TIMEOUT_MS", "1500"),
+        ])
+        .unwrap();
+        let unkey = config.unkey.unwrap();
+        assert_eq!(unkey.base_url, DEFAULT_UNKEY_BASE_URL);
+        assert_eq!(unkey.timeout, Duration::from_millis(1500));
+        assert_eq!(unkey.retries, 1);
+        assert_eq!(
+            parse(&[("UNKEY_ROOT_KEY", "k"), ("UNKEY_RETRIES", "9")])
+                .unwrap_err()
+                .name,
+            "UNKEY_RETRIES"
+        );
+        assert_eq!(
+            parse(&[("LEDGER_KEY_CACHE_SECS", "31")]).unwrap_err().name,
+            "LEDGER_KEY_CACHE_SECS"
+        );
+    }
+
+    #[test]
     fn debug_output_hides_secrets() {
         let config = parse(&[
             ("DATABASE_URL", "postgres://u:hunter2@db/x"),
             ("LEDGER_ADMIN_TOKENS", "topsecret"),
+            ("UNKEY_ROOT_KEY", "unkey_root_secret"),
         ])
         .unwrap();
         let shown = format!("{config:?}");

@@ -15,6 +15,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub details: Value,
+    /// Headers the error carries (`Retry-After`, `X-RateLimit-*`).
+    pub headers: Vec<(&'static str, HeaderValue)>,
 }
 
 impl ApiError {
@@ -24,7 +26,13 @@ impl ApiError {
             code,
             message: message.into(),
             details: json!({}),
+            headers: Vec::new(),
         }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -86,6 +94,9 @@ impl IntoResponse for ApiError {
         let body =
             json!({"error": {"code": self.code, "message": self.message, "details": self.details}});
         let mut response = (self.status, axum::Json(body)).into_response();
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

@@ -10,8 +10,10 @@ pub mod audit;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod gate;
 pub mod ledger;
 pub mod scheduler;
+pub mod unkey;
 
 /// The OpenAPI description of the HTTP API, as committed at the repository root.
 pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");

@@ -129,7 +129,10 @@ async fn serve(config: Config, pool: sqlx::PgPool) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on LEDGER_LISTEN={}: {e}", config.listen))?;
     tracing::info!(listen = %config.listen, "credit-ledger serving");
-    let state = AppState::new(&config, pool.clone(), Clock::system());
+    let state = AppState::new(&config, pool.clone(), Clock::system())?;
+    if state.gate.is_none() {
+        tracing::warn!("UNKEY_ROOT_KEY is not set: /v1/verify and /v1/me/* will answer 503");
+    }
     let mut jobs = scheduler::start(state.ledger.clone(), &config.schedule)
         .await
         .map_err(|e| {

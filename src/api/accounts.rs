@@ -15,7 +15,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::ledger::model::{Account, Balance, EntryPage};
 use crate::ledger::ops::AccountInput;
-use crate::ledger::types::{check_external_id, InvalidField, KeyId};
+use crate::ledger::types::{check_external_id, check_timestamp, InvalidField, KeyId};
 
 pub const PAGE_DEFAULT: i64 = 100;
 pub const PAGE_MAX: i64 = 500;
@@ -60,6 +60,9 @@ pub struct AccountBody {
     external_id: Option<Option<String>>,
     #[serde(default)]
     metadata: Option<Value>,
+    /// Absent keeps the current value (false for a new account).
+    #[serde(default)]
+    shared: Option<bool>,
 }
 
 /// PUT /v1/accounts/{key_id}: 201 when created, 200 when updated.
@@ -83,9 +86,14 @@ pub async fn put(
     let input = AccountInput {
         plan,
         // PostgreSQL keeps microseconds; so does the ledger, so a repeated PUT matches.
-        billing_anchor: body.billing_anchor.map(|a| a.trunc_subsecs(6)),
+        billing_anchor: body
+            .billing_anchor
+            .map(|a| check_timestamp("billing_anchor", a.trunc_subsecs(6)))
+            .transpose()
+            .map_err(|f| ApiError::invalid_field("invalid_request", &f))?,
         external_id: body.external_id,
         metadata: metadata_object(body.metadata)?,
+        shared: body.shared,
     };
     let (account, created) = state.ledger.put_account(&key, input).await?;
     let status = if created {
@@ -178,4 +186,16 @@ pub async fn entries(
         })
         .transpose()?;
     Ok(Json(state.ledger.entries(&key, before, limit).await?))
+}
+
+/// GET /v1/accounts/{key_id}/usage
+pub async fn usage(
+    _: Service,
+    State(state): State<AppState>,
+    AppPath(raw_key): AppPath<String>,
+    AppQuery(params): AppQuery<super::verify::UsageParams>,
+) -> Result<Json<crate::ledger::usage::Usage>, ApiError> {
+    let key = key_id(&raw_key)?;
+    let query = params.query(&state, &key, None).await?;
+    Ok(Json(state.ledger.usage(&key, &query).await?))
 }

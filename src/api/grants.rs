@@ -23,7 +23,7 @@ use crate::ledger::credits::{
 use crate::ledger::lifecycle::Proration;
 use crate::ledger::model::Account;
 use crate::ledger::ops::{Idempotency, Outcome};
-use crate::ledger::types::{check_positive, InvalidField, PoolName, MAX_CREDITS};
+use crate::ledger::types::{check_positive, check_timestamp, InvalidField, PoolName, MAX_CREDITS};
 
 fn field(f: InvalidField) -> ApiError {
     ApiError::invalid_field("invalid_request", &f)
@@ -102,8 +102,16 @@ impl GrantBody {
             pool,
             kind,
             amount: check_positive("amount", self.amount).map_err(field)?,
-            effective_at: self.effective_at.map(|t| t.trunc_subsecs(6)),
-            expires_at: self.expires_at.map(|t| t.trunc_subsecs(6)),
+            effective_at: self
+                .effective_at
+                .map(|t| check_timestamp("effective_at", t.trunc_subsecs(6)))
+                .transpose()
+                .map_err(field)?,
+            expires_at: self
+                .expires_at
+                .map(|t| check_timestamp("expires_at", t.trunc_subsecs(6)))
+                .transpose()
+                .map_err(field)?,
             priority,
             metadata: metadata_object(self.metadata)?.unwrap_or_else(|| json!({})),
         })

@@ -8,6 +8,7 @@ pub mod grants;
 pub mod health;
 pub mod plans;
 pub mod reservations;
+pub mod verify;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderName, StatusCode};
@@ -54,6 +55,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/reservations/{id}/commit", post(reservations::commit))
         .route("/v1/reservations/{id}/release", post(reservations::release))
         .route("/v1/debits/{id}/refunds", post(reservations::refund))
+        .route("/v1/accounts/{key_id}/usage", get(accounts::usage))
+        .route("/v1/verify", post(verify::verify))
+        .route("/v1/me/balance", get(verify::my_balance))
+        .route("/v1/me/entries", get(verify::my_entries))
+        .route("/v1/me/usage", get(verify::my_usage))
         .fallback(|| async { ApiError::for_status(StatusCode::NOT_FOUND) })
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(

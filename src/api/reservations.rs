@@ -18,6 +18,8 @@ use crate::error::ApiError;
 use crate::ledger::holds::{
     Refund, Reservation, ReservationRequest, DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS,
 };
+use crate::ledger::model::Debit;
+use crate::ledger::ops::Outcome;
 use crate::ledger::types::{check_positive, InvalidField};
 
 fn field(f: InvalidField) -> ApiError {
@@ -98,6 +100,7 @@ pub async fn commit(
     _: Service,
     State(state): State<AppState>,
     AppPath(raw_id): AppPath<String>,
+    IdempotencyKey(key): IdempotencyKey,
     OptionalJson(body): OptionalJson<CommitBody>,
 ) -> Result<Response, ApiError> {
     let id = uuid_path(&raw_id, "reservation")?;
@@ -105,8 +108,26 @@ pub async fn commit(
         .amount
         .map(|a| check_positive("amount", a).map_err(field))
         .transpose()?;
-    let debit = state.ledger.commit_reservation(id, amount).await?;
-    Ok(debit_response(StatusCode::OK, &debit, false))
+    let normalized = json!({"reservation_id": id, "amount": amount});
+    let idem = idempotency(key, "POST /v1/reservations/{id}/commit", &normalized);
+    match state
+        .ledger
+        .commit_reservation(id, amount, idem.as_ref())
+        .await?
+    {
+        Outcome::Done(debit) => Ok(debit_response(StatusCode::OK, &debit, false)),
+        Outcome::Replayed { status, body } => {
+            let debit: Debit = serde_json::from_value(body).map_err(|e| {
+                tracing::error!(error = %e, "stored debit does not decode");
+                ApiError::internal()
+            })?;
+            Ok(debit_response(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+                &debit,
+                true,
+            ))
+        }
+    }
 }
 
 /// POST /v1/reservations/{id}/release: 200 with the released reservation.

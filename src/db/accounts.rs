@@ -13,13 +13,14 @@ pub struct AccountRow {
     pub period_start: DateTime<Utc>,
     pub period_end: DateTime<Utc>,
     pub external_id: Option<String>,
+    pub shared: bool,
     pub metadata: Json<serde_json::Value>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 const ACCOUNT_COLUMNS: &str = "key_id, plan_id, billing_anchor, period_start, period_end, \
-                               external_id, metadata, created_at, updated_at";
+                               external_id, shared, metadata, created_at, updated_at";
 
 pub async fn get(conn: &mut PgConnection, key_id: &str) -> Result<Option<AccountRow>, sqlx::Error> {
     sqlx::query_as(&format!(
@@ -82,6 +83,7 @@ pub struct NewAccount<'a> {
     pub period_start: DateTime<Utc>,
     pub period_end: DateTime<Utc>,
     pub external_id: Option<&'a str>,
+    pub shared: bool,
     pub metadata: &'a serde_json::Value,
     pub now: DateTime<Utc>,
 }
@@ -90,8 +92,8 @@ pub struct NewAccount<'a> {
 pub async fn insert(conn: &mut PgConnection, new: &NewAccount<'_>) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
         "INSERT INTO accounts (key_id, plan_id, billing_anchor, period_start, period_end,
-                               external_id, metadata, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+                               external_id, metadata, created_at, updated_at, shared)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)
          ON CONFLICT (key_id) DO NOTHING",
     )
     .bind(new.key_id)
@@ -102,6 +104,7 @@ pub async fn insert(conn: &mut PgConnection, new: &NewAccount<'_>) -> Result<boo
     .bind(new.external_id)
     .bind(Json(new.metadata))
     .bind(new.now)
+    .bind(new.shared)
     .execute(conn)
     .await?;
     Ok(inserted.rows_affected() == 1)
@@ -111,16 +114,19 @@ pub async fn update_details(
     conn: &mut PgConnection,
     key_id: &str,
     external_id: Option<&str>,
+    shared: bool,
     metadata: &serde_json::Value,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE accounts SET external_id = $2, metadata = $3, updated_at = $4 WHERE key_id = $1",
+        "UPDATE accounts SET external_id = $2, metadata = $3, updated_at = $4, shared = $5
+          WHERE key_id = $1",
     )
     .bind(key_id)
     .bind(external_id)
     .bind(Json(metadata))
     .bind(now)
+    .bind(shared)
     .execute(conn)
     .await?;
     Ok(())
@@ -306,6 +312,13 @@ pub async fn needs_maintenance(
                 OR EXISTS (SELECT 1 FROM reservations r
                             WHERE r.key_id = a.key_id AND r.status = 'active'
                               AND r.expires_at <= $2)
+                -- A newer plan version added a pool the account has no counters for.
+                OR EXISTS (SELECT 1 FROM plan_heads h
+                             JOIN plans p ON p.id = h.id AND p.version = h.latest_version
+                             CROSS JOIN LATERAL jsonb_object_keys(p.pools) AS k(pool)
+                            WHERE h.id = a.plan_id
+                              AND NOT EXISTS (SELECT 1 FROM account_pools ap
+                                               WHERE ap.key_id = a.key_id AND ap.pool = k.pool))
            FROM accounts a WHERE a.key_id = $1",
     )
     .bind(key_id)
@@ -374,6 +387,36 @@ pub async fn pool(
     )
     .bind(key_id)
     .bind(pool)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The shared account of a customer (Unkey identity `externalId`): the oldest, should there be
+/// more than one.
+pub async fn shared_for(
+    conn: &mut PgConnection,
+    external_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT key_id FROM accounts WHERE shared AND external_id = $1
+          ORDER BY created_at, key_id LIMIT 1",
+    )
+    .bind(external_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Another shared account of the same customer, if any.
+pub async fn other_shared(
+    conn: &mut PgConnection,
+    external_id: &str,
+    key_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT key_id FROM accounts WHERE shared AND external_id = $1 AND key_id <> $2 LIMIT 1",
+    )
+    .bind(external_id)
+    .bind(key_id)
     .fetch_optional(conn)
     .await
 }

@@ -247,8 +247,21 @@ pub async fn expire_due(
     .bind(upto)
     .bind(now)
     .bind(period_grants)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
+    if period_grants {
+        // Spent (or fully held) period grants close too, so nothing can flow back into them.
+        sqlx::query(
+            "UPDATE grants
+                SET expires_at = least(expires_at, greatest($2, effective_at + interval '1 microsecond'))
+              WHERE key_id = $1 AND kind IN ('allowance', 'rollover') AND remaining = 0
+                AND voided_at IS NULL AND expires_at > $2",
+        )
+        .bind(key_id)
+        .bind(upto)
+        .execute(conn)
+        .await?;
+    }
     Ok(result.rows_affected())
 }
 

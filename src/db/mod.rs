@@ -9,6 +9,7 @@ pub mod grants;
 pub mod idempotency;
 pub mod plans;
 pub mod reservations;
+pub mod usage;
 
 use std::str::FromStr;
 use std::time::Duration;

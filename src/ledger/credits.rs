@@ -128,21 +128,23 @@ pub struct Adjustment {
     pub created_at: DateTime<Utc>,
 }
 
+/// Locks the account and brings it up to date. Returns it with the instant the operation runs
+/// at: `now`, or the start of the current period if another process (with a clock a little
+/// ahead, or while this one waited for the lock) already rolled into it.
 pub(crate) async fn lock_current(
     tx: &mut sqlx::PgConnection,
     key_id: &KeyId,
     now: DateTime<Utc>,
-) -> Result<db::accounts::AccountRow, LedgerError> {
+) -> Result<(db::accounts::AccountRow, DateTime<Utc>), LedgerError> {
     let row = db::accounts::lock(tx, key_id.as_str())
         .await?
         .ok_or_else(|| LedgerError::AccountNotFound(key_id.clone()))?;
-    let done = lifecycle::catch_up(tx, &row, now).await?;
-    if done.rolled == 0 {
-        return Ok(row);
-    }
-    db::accounts::get(tx, key_id.as_str())
+    let now = now.max(row.period_start);
+    lifecycle::catch_up(tx, &row, now).await?;
+    let row = db::accounts::get(tx, key_id.as_str())
         .await?
-        .ok_or_else(|| LedgerError::AccountNotFound(key_id.clone()))
+        .ok_or_else(|| LedgerError::AccountNotFound(key_id.clone()))?;
+    Ok((row, now))
 }
 
 async fn pool_allowance(
@@ -172,7 +174,7 @@ impl Ledger {
         if let Some((status, body)) = claim(&mut tx, key_id.as_str(), idempotency, now).await? {
             return Ok(Outcome::Replayed { status, body });
         }
-        lock_current(&mut tx, key_id, now).await?;
+        let (_, now) = lock_current(&mut tx, key_id, now).await?;
         pool_allowance(&mut tx, key_id, &request.pool).await?;
         let effective_at = request.effective_at.unwrap_or(now);
         if let Some(expires_at) = request.expires_at {
@@ -255,7 +257,7 @@ impl Ledger {
             .ok_or(LedgerError::GrantNotFound(id))?;
         let key_id = KeyId::try_from(owner)
             .map_err(|e| LedgerError::Database(sqlx::Error::Protocol(e.to_string())))?;
-        lock_current(&mut tx, &key_id, now).await?;
+        let (_, now) = lock_current(&mut tx, &key_id, now).await?;
         let record = db::grants::get(&mut tx, key_id.as_str(), id)
             .await?
             .ok_or(LedgerError::GrantNotFound(id))?;
@@ -307,7 +309,7 @@ impl Ledger {
             AdjustmentOp::Decrement => -request.amount,
         };
         // A decrement takes credits out of grants; it cannot take what they do not have.
-        if granted + delta < 0 {
+        if granted.checked_add(delta).is_none_or(|left| left < 0) {
             return Err(LedgerError::Unprocessable {
                 code: "adjustment_exceeds_available",
                 message: format!(
@@ -427,7 +429,7 @@ impl Ledger {
         if let Some((status, body)) = claim(&mut tx, key_id.as_str(), idempotency, now).await? {
             return Ok(Outcome::Replayed { status, body });
         }
-        let row = lock_current(&mut tx, key_id, now).await?;
+        let (row, now) = lock_current(&mut tx, key_id, now).await?;
         let plan = db::plans::get(&mut tx, plan_id, None)
             .await?
             .ok_or_else(|| LedgerError::PlanNotFound(plan_id.clone()))?;

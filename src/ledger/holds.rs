@@ -217,16 +217,15 @@ pub(crate) async fn release_lapsed(
     Ok(lapsed.len())
 }
 
-async fn lock_reservation(
+/// Locks the account of a reservation, brings it up to date (a hold past its TTL is released
+/// there) and returns the reservation if it is still active, with the instant to run at.
+async fn lock_active(
     tx: &mut PgConnection,
+    key_id: &KeyId,
     id: Uuid,
     now: DateTime<Utc>,
-) -> Result<ReservationRow, LedgerError> {
-    let owner = db::reservations::owner(tx, id)
-        .await?
-        .ok_or(LedgerError::ReservationNotFound(id))?;
-    let key_id = key_of(owner)?;
-    super::credits::lock_current(tx, &key_id, now).await?;
+) -> Result<(ReservationRow, DateTime<Utc>), LedgerError> {
+    let (_, now) = super::credits::lock_current(tx, key_id, now).await?;
     let r = db::reservations::get(tx, key_id.as_str(), id)
         .await?
         .ok_or(LedgerError::ReservationNotFound(id))?;
@@ -236,7 +235,14 @@ async fn lock_reservation(
             status: r.status,
         });
     }
-    Ok(r)
+    Ok((r, now))
+}
+
+async fn reservation_owner(tx: &mut PgConnection, id: Uuid) -> Result<KeyId, LedgerError> {
+    let owner = db::reservations::owner(tx, id)
+        .await?
+        .ok_or(LedgerError::ReservationNotFound(id))?;
+    key_of(owner)
 }
 
 impl Ledger {
@@ -253,7 +259,7 @@ impl Ledger {
         if let Some((status, body)) = claim(&mut tx, key_id.as_str(), idempotency, now).await? {
             return Ok(Outcome::Replayed { status, body });
         }
-        let row = super::credits::lock_current(&mut tx, key_id, now).await?;
+        let (row, now) = super::credits::lock_current(&mut tx, key_id, now).await?;
         let plan = current_plan(&mut tx, &row.plan_id).await?;
         let charge = rules::price(&plan, &request.spec)?;
         let pool = charge.pool.as_str();
@@ -280,7 +286,10 @@ impl Ledger {
                     )
                 })
                 .collect();
-            let granted: i64 = grants.iter().map(|g| g.remaining).sum();
+            let granted = grants
+                .iter()
+                .try_fold(0i64, |sum, g| sum.checked_add(g.remaining))
+                .ok_or_else(|| LedgerError::OutOfRange("the pool's credits exceed i64".into()))?;
             let available = granted - counters.overage_used;
             // A hold takes only credits the grants have: never overage.
             let taken = rules::draw(&keyed, charge.cost)
@@ -368,10 +377,15 @@ impl Ledger {
         &self,
         id: Uuid,
         amount: Option<i64>,
-    ) -> Result<Debit, LedgerError> {
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Outcome<Debit>, LedgerError> {
         let now = self.now();
         let mut tx = self.db().begin().await?;
-        let r = lock_reservation(&mut tx, id, now).await?;
+        let key_id = reservation_owner(&mut tx, id).await?;
+        if let Some((status, body)) = claim(&mut tx, key_id.as_str(), idempotency, now).await? {
+            return Ok(Outcome::Replayed { status, body });
+        }
+        let (r, now) = lock_active(&mut tx, &key_id, id, now).await?;
         let amount = amount.unwrap_or(r.amount);
         if amount > r.amount {
             return Err(LedgerError::AmountExceedsReservation {
@@ -448,8 +462,7 @@ impl Ledger {
             now,
         )
         .await?;
-        tx.commit().await?;
-        Ok(Debit {
+        let debit = Debit {
             id: Some(debit_id),
             key_id: key_of(r.key_id)?,
             pool: PoolName::try_from(r.pool).map_err(|e| corrupt(e.to_string()))?,
@@ -468,7 +481,10 @@ impl Ledger {
             metadata: r.metadata.0,
             dry_run: false,
             created_at: now,
-        })
+        };
+        finish(&mut tx, key_id.as_str(), idempotency, 200, &debit).await?;
+        tx.commit().await?;
+        Ok(Outcome::Done(debit))
     }
 
     /// Returns everything an active hold took.
@@ -476,7 +492,8 @@ impl Ledger {
     pub async fn release_reservation(&self, id: Uuid) -> Result<Reservation, LedgerError> {
         let now = self.now();
         let mut tx = self.db().begin().await?;
-        let r = lock_reservation(&mut tx, id, now).await?;
+        let key_id = reservation_owner(&mut tx, id).await?;
+        let (r, now) = lock_active(&mut tx, &key_id, id, now).await?;
         let remaining = return_holds(&mut tx, &r, &[], None, now, now).await?;
         db::reservations::finish(&mut tx, &r.key_id, r.id, "released", None, None, now).await?;
         let stored = db::reservations::get(&mut tx, &r.key_id, id)
@@ -525,7 +542,7 @@ impl Ledger {
         if let Some((status, body)) = claim(&mut tx, key_id.as_str(), idempotency, now).await? {
             return Ok(Outcome::Replayed { status, body });
         }
-        let account = super::credits::lock_current(&mut tx, &key_id, now).await?;
+        let (account, now) = super::credits::lock_current(&mut tx, &key_id, now).await?;
         let debit = db::reservations::lock_debit(&mut tx, key_id.as_str(), debit_id)
             .await?
             .ok_or(LedgerError::DebitNotFound(debit_id))?;
@@ -552,10 +569,12 @@ impl Ledger {
                 .sum()
         };
         // The parts a refund can return, in the order it returns them.
+        // A debit that drew from no grant and no overage was made while the pool was unlimited.
+        let grantless = unlimited || (debit.drawn.0.is_empty() && debit.overage == 0);
         let mut sources: Vec<(Option<Uuid>, i64)> = Vec::new();
-        if debit.overage > 0 || unlimited {
-            let grantless = if unlimited { debit.cost } else { debit.overage };
-            sources.push((None, grantless - already(None)));
+        if debit.overage > 0 || grantless {
+            let part = if grantless { debit.cost } else { debit.overage };
+            sources.push((None, part - already(None)));
         }
         for part in debit.drawn.0.iter().rev() {
             sources.push((
@@ -575,7 +594,8 @@ impl Ledger {
             }
             left -= give;
             let returned_to = match grant {
-                None if unlimited => {
+                // Nothing was taken from a balance: the refund is recorded, no credits come back.
+                None if grantless => {
                     db::entries::insert(
                         &mut tx,
                         &db::entries::NewEntry {

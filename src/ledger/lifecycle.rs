@@ -77,7 +77,40 @@ pub(crate) async fn catch_up(
     }
     super::holds::release_lapsed(conn, &row.key_id, now, now).await?;
     done.expired = db::grants::expire_due(conn, &row.key_id, now, false, now).await?;
+    add_missing_pools(conn, &row.key_id, now).await?;
     Ok(done)
+}
+
+/// Pools a newer version of the account's plan added get counters now (limited ones allow
+/// nothing until the next period grants their allowance; unlimited ones are unlimited at once),
+/// so debits priced in them work before the next roll.
+async fn add_missing_pools(
+    conn: &mut PgConnection,
+    key_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), LedgerError> {
+    let Some(row) = db::accounts::get(conn, key_id).await? else {
+        return Ok(());
+    };
+    let plan = current_plan(conn, &row.plan_id).await?;
+    let existing = db::accounts::pools_of(conn, std::slice::from_ref(&row.key_id)).await?;
+    for (pool, spec) in &plan.pools {
+        if existing.iter().any(|p| p.pool == pool.as_str()) {
+            continue;
+        }
+        let allowance = spec.allowance.map(|_| 0);
+        db::accounts::set_pool_terms(
+            conn,
+            key_id,
+            pool.as_str(),
+            allowance,
+            spec.overage_limit,
+            row.period_start,
+        )
+        .await?;
+        tracing::info!(key_id, pool = %pool, at = %now, "pool added by a plan change");
+    }
+    Ok(())
 }
 
 /// One period roll to `[new_start, new_end)` on `plan`: the unused allowance of the period that
@@ -281,6 +314,15 @@ pub(crate) async fn change_plan(
             // Anchored at this very instant (to the microsecond), so a second reset within the
             // same second still opens a period of its own.
             let anchor = now;
+            if anchor <= row.period_start {
+                return Err(LedgerError::Conflict {
+                    code: "period_just_started",
+                    message: format!(
+                        "the period of account {} started at this very instant; retry the reset",
+                        row.key_id
+                    ),
+                });
+            }
             let period = rules::period_containing(anchor, plan.interval, now)
                 .ok_or_else(|| corrupt("a period from now leaves the calendar".into()))?;
             roll_to(
@@ -327,10 +369,13 @@ async fn prorate_difference(
             match grant {
                 Some(grant) if grant.voided_at.is_some() => {}
                 Some(grant) => {
-                    let remaining = (grant.remaining + diff).max(0);
-                    // What the grant already gave (debits, holds) stays accounted for, so a
-                    // refund or a released hold always fits back in.
-                    let amount = grant.amount + (remaining - grant.remaining);
+                    // What the grant already gave (debits, holds) counts against the new
+                    // allowance, and stays inside its amount so a refund or a released hold
+                    // always fits back in. Computed from the grant, a cut that went below zero
+                    // is not forgotten by a later raise.
+                    let given = grant.amount - grant.remaining;
+                    let remaining = (new_allowance - given).max(0);
+                    let amount = new_allowance.max(given);
                     let others =
                         db::grants::available(conn, key_id, &pool, now).await? - grant.remaining;
                     db::grants::resize(

@@ -8,6 +8,7 @@ pub mod ops;
 pub mod plan;
 pub mod rules;
 pub mod types;
+pub mod usage;
 
 use std::sync::Arc;
 

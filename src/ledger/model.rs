@@ -19,6 +19,9 @@ pub struct Account {
     pub billing_anchor: DateTime<Utc>,
     pub current_period: PeriodView,
     pub external_id: Option<String>,
+    /// Every Unkey key whose identity `externalId` equals `external_id` draws from this account.
+    #[serde(default)]
+    pub shared: bool,
     pub metadata: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

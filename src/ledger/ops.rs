@@ -38,6 +38,8 @@ pub struct AccountInput {
     /// `Some(None)` clears the external id.
     pub external_id: Option<Option<String>>,
     pub metadata: Option<serde_json::Value>,
+    /// Whether every Unkey key of the customer (`external_id`) draws from this account.
+    pub shared: Option<bool>,
 }
 
 /// A debit request after validation.
@@ -143,6 +145,8 @@ impl Ledger {
                 .clone()
                 .unwrap_or_else(|| serde_json::json!({}));
             let external_id = input.external_id.clone().flatten();
+            let shared = input.shared.unwrap_or(false);
+            check_shared(&mut tx, key_id, shared, external_id.as_deref()).await?;
             let new = NewAccount {
                 key_id: key_id.as_str(),
                 plan_id: plan.id.as_str(),
@@ -150,6 +154,7 @@ impl Ledger {
                 period_start: period.start,
                 period_end: period.end,
                 external_id: external_id.as_deref(),
+                shared,
                 metadata: &metadata,
                 now,
             };
@@ -197,10 +202,13 @@ impl Ledger {
                 None => row.external_id.clone(),
             };
             let metadata = input.metadata.unwrap_or(row.metadata.0);
+            let shared = input.shared.unwrap_or(row.shared);
+            check_shared(&mut tx, key_id, shared, external_id.as_deref()).await?;
             db::accounts::update_details(
                 &mut tx,
                 key_id.as_str(),
                 external_id.as_deref(),
+                shared,
                 &metadata,
                 now,
             )
@@ -342,6 +350,12 @@ impl Ledger {
                 Some("account_not_found") => {
                     return Err(LedgerError::AccountNotFound(key_id.clone()))
                 }
+                Some("unknown_pool") if plan.pools.contains_key(&charge.pool) => {
+                    // The plan gained this pool after the account was opened: add it, retry.
+                    drop(conn);
+                    self.maintain(key_id.as_str(), now).await?;
+                    continue;
+                }
                 Some("unknown_pool") => {
                     return Err(LedgerError::Price(PriceError::UnknownPool(charge.pool)))
                 }
@@ -410,7 +424,14 @@ impl Ledger {
                 let Some(row) = db::accounts::lock_or_skip(&mut tx, key_id).await? else {
                     continue;
                 };
-                let done = lifecycle::catch_up(&mut tx, &row, now).await?;
+                // One failing account must not hold up the others.
+                let done = match lifecycle::catch_up(&mut tx, &row, now).await {
+                    Ok(done) => done,
+                    Err(err) => {
+                        tracing::error!(key_id = %key_id, error = %err, "maintenance of an account failed");
+                        continue;
+                    }
+                };
                 tx.commit().await?;
                 progressed |= done.rolled > 0 || done.expired > 0;
                 total.rolled += done.rolled;
@@ -455,6 +476,31 @@ impl Ledger {
         };
         Ok(EntryPage { data, next_cursor })
     }
+}
+
+/// A shared account needs the customer's external id, and a customer has one shared account.
+async fn check_shared(
+    tx: &mut PgConnection,
+    key_id: &KeyId,
+    shared: bool,
+    external_id: Option<&str>,
+) -> Result<(), LedgerError> {
+    if !shared {
+        return Ok(());
+    }
+    let Some(external_id) = external_id else {
+        return Err(LedgerError::Invalid(InvalidField::new(
+            "external_id",
+            "is required for a shared account: it is the Unkey identity externalId whose keys share it",
+        )));
+    };
+    if let Some(other) = db::accounts::other_shared(tx, external_id, key_id.as_str()).await? {
+        return Err(LedgerError::Conflict {
+            code: "shared_account_exists",
+            message: format!("account {other} is already the shared account of {external_id}"),
+        });
+    }
+    Ok(())
 }
 
 /// Claims an idempotency key inside `tx`: `Some` is the stored answer to replay.
@@ -544,6 +590,7 @@ pub(crate) async fn load_accounts(
                 billing_anchor: row.billing_anchor,
                 current_period: balance.period,
                 external_id: row.external_id,
+                shared: row.shared,
                 metadata: row.metadata.0,
                 created_at: row.created_at,
                 updated_at: row.updated_at,
@@ -640,5 +687,58 @@ fn order_key(g: &GrantRow) -> OrderKey {
         priority: g.priority,
         created_at: g.created_at,
         id: g.id,
+    }
+}
+
+impl Ledger {
+    /// The shared account of a customer (Unkey identity `externalId`), if one is marked shared.
+    pub async fn shared_account_for(
+        &self,
+        external_id: &str,
+    ) -> Result<Option<KeyId>, LedgerError> {
+        let mut conn = self.db.acquire().await?;
+        db::accounts::shared_for(&mut conn, external_id)
+            .await?
+            .map(|k| KeyId::try_from(k).map_err(|e| corrupt(e.to_string())))
+            .transpose()
+    }
+
+    /// The current plan of an account, or `None` if there is no such account.
+    pub async fn plan_of(&self, key_id: &KeyId) -> Result<Option<Plan>, LedgerError> {
+        let mut conn = self.db.acquire().await?;
+        let Some(row) = db::accounts::get(&mut conn, key_id.as_str()).await? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            lifecycle::current_plan(&mut conn, &row.plan_id).await?,
+        ))
+    }
+
+    /// The account of `key_id`, created on `plan` (anchored at `anchor`, default now) if it does
+    /// not exist yet. Exactly one account under concurrent first calls: a create that loses the
+    /// race finds the winner's account.
+    pub async fn provision(
+        &self,
+        key_id: &KeyId,
+        plan: &PlanId,
+        anchor: Option<DateTime<Utc>>,
+    ) -> Result<Account, LedgerError> {
+        match self.get_account(key_id).await {
+            Err(LedgerError::AccountNotFound(_)) => {}
+            found => return found,
+        }
+        let input = AccountInput {
+            plan: plan.clone(),
+            billing_anchor: anchor,
+            external_id: None,
+            metadata: None,
+            shared: None,
+        };
+        match self.put_account(key_id, input).await {
+            Ok((account, _)) => Ok(account),
+            // Created meanwhile by another first call (on another plan or anchor): use it.
+            Err(LedgerError::Conflict { .. }) => self.get_account(key_id).await,
+            Err(err) => Err(err),
+        }
     }
 }

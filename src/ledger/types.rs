@@ -197,6 +197,22 @@ pub fn check_non_negative(field: &str, value: i64) -> Result<i64, InvalidField> 
     Ok(value)
 }
 
+/// Checks that a timestamp lies in the years the ledger handles (1970 to 9999).
+pub fn check_timestamp(
+    field: &str,
+    value: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, InvalidField> {
+    use chrono::Datelike;
+    if (1970..=9999).contains(&value.year()) {
+        Ok(value)
+    } else {
+        Err(InvalidField::new(
+            field,
+            "must lie between 1970-01-01 and 9999-12-31",
+        ))
+    }
+}
+
 /// The length of a billing period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

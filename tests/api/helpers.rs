@@ -148,11 +148,26 @@ pub async fn spawn_app() -> TestApp {
 
 /// Another service instance on the same database (several replicas, one PostgreSQL).
 pub async fn spawn_app_on(db: Arc<TestDb>) -> TestApp {
-    let config = Config::from_lookup(|name| match name {
-        "DATABASE_URL" => Some(db.url.clone()),
-        "LEDGER_ADMIN_TOKENS" => Some(ADMIN.to_owned()),
-        "LEDGER_SERVICE_TOKENS" => Some(SERVICE.to_owned()),
-        _ => None,
+    spawn_configured(db, &[]).await
+}
+
+/// The service with settings of the test's own (e.g. `UNKEY_BASE_URL`).
+pub async fn spawn_app_with(settings: &[(&str, &str)]) -> TestApp {
+    let db = Arc::new(TestDb::new().await);
+    spawn_configured(db, settings).await
+}
+
+async fn spawn_configured(db: Arc<TestDb>, settings: &[(&str, &str)]) -> TestApp {
+    let config = Config::from_lookup(|name| {
+        if let Some((_, value)) = settings.iter().find(|(n, _)| *n == name) {
+            return Some((*value).to_owned());
+        }
+        match name {
+            "DATABASE_URL" => Some(db.url.clone()),
+            "LEDGER_ADMIN_TOKENS" => Some(ADMIN.to_owned()),
+            "LEDGER_SERVICE_TOKENS" => Some(SERVICE.to_owned()),
+            _ => None,
+        }
     })
     .expect("test config");
     // Each instance has its own pool, as a separate process would.
@@ -162,7 +177,7 @@ pub async fn spawn_app_on(db: Arc<TestDb>) -> TestApp {
         .await
         .expect("instance pool");
     let clock = TestClock::default();
-    let state = AppState::new(&config, pool, clock.as_clock());
+    let state = AppState::new(&config, pool, clock.as_clock()).expect("state");
     let ledger = state.ledger.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

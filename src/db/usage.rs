@@ -1,0 +1,40 @@
+//! Usage buckets over the debits of one account.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+use crate::ledger::usage::UsageRow;
+
+/// Sums of debits per bucket, in UTC. `interval` is `hour`, `day` or `month`; `group` is
+/// `operation`, `pool` or `key`.
+pub async fn buckets(
+    conn: &mut PgConnection,
+    key_id: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    interval: &str,
+    group: &str,
+    source_key_id: Option<&str>,
+) -> Result<Vec<UsageRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT date_trunc($4, created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS start,
+                pool,
+                CASE WHEN $5 = 'operation' THEN operation END AS operation,
+                CASE WHEN $5 = 'key' THEN source_key_id END AS key_id,
+                sum(cost)::bigint AS credits,
+                count(*) AS count
+           FROM debits
+          WHERE key_id = $1 AND created_at >= $2 AND created_at < $3
+            AND ($6::text IS NULL OR source_key_id = $6)
+          GROUP BY 1, 2, 3, 4
+          ORDER BY 1, 2, 3 NULLS FIRST, 4 NULLS FIRST",
+    )
+    .bind(key_id)
+    .bind(from)
+    .bind(to)
+    .bind(interval)
+    .bind(group)
+    .bind(source_key_id)
+    .fetch_all(conn)
+    .await
+}

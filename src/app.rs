@@ -12,6 +12,8 @@ use crate::gate::Gate;
 use crate::ledger::ops::Ledger;
 use crate::ledger::types::PlanId;
 use crate::ledger::Clock;
+use crate::webhooks::Webhooks;
+use metrics_exporter_prometheus::PrometheusHandle;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -20,6 +22,8 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// The Unkey gate; `None` without `UNKEY_ROOT_KEY`.
     pub gate: Option<Arc<Gate>>,
+    pub webhooks: Webhooks,
+    pub metrics: PrometheusHandle,
 }
 
 impl AppState {
@@ -38,7 +42,11 @@ impl AppState {
                     .map_err(|e| format!("cannot build the Unkey client: {e}"))
             })
             .transpose()?;
+        let webhooks = Webhooks::new(db.clone(), clock.clone(), config.webhook_retry.clone())
+            .map_err(|e| format!("cannot build the webhook client: {e}"))?;
         Ok(AppState {
+            webhooks,
+            metrics: crate::telemetry::handle(),
             ledger: Ledger::new(db, clock),
             tokens: Arc::new(Tokens::new(&config.admin_tokens, &config.service_tokens)),
             request_timeout: config.request_timeout,

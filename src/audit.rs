@@ -56,6 +56,7 @@ pub const CHECKS: &[&str] = &[
     "overage_matches_entries",
     "hold_entries_match_reservation",
     "refunds_match_debit",
+    "usage_matches_debits",
 ];
 
 /// A check: a query returning `(key_id, subject, detail)` rows ordered by key_id, one row per
@@ -281,6 +282,24 @@ const QUERIES: &[Check] = &[
                        ON r.key_id = d.key_id AND r.debit_id = d.id
                WHERE d.refunded <> coalesce(r.total, 0) OR d.refunded > d.cost
                ORDER BY d.key_id, d.id",
+    },
+    // The hourly usage rollup adds up to the debits it summarizes.
+    Check {
+        name: "usage_matches_debits",
+        uses_cutoff: false,
+        sql: "SELECT coalesce(u.key_id, d.key_id),
+                     format('pool %s', coalesce(u.pool, d.pool)),
+                     format('usage rollup has %s credits in %s debits, the debits cost %s in %s',
+                            coalesce(u.credits, 0), coalesce(u.n, 0),
+                            coalesce(d.credits, 0), coalesce(d.n, 0))
+                FROM (SELECT key_id, pool, sum(credits) AS credits, sum(count) AS n
+                        FROM usage_hourly GROUP BY key_id, pool) u
+                FULL JOIN (SELECT key_id, pool, sum(cost) AS credits, count(*) AS n
+                             FROM debits GROUP BY key_id, pool) d
+                       ON d.key_id = u.key_id AND d.pool = u.pool
+               WHERE coalesce(u.credits, 0) <> coalesce(d.credits, 0)
+                  OR coalesce(u.n, 0) <> coalesce(d.n, 0)
+               ORDER BY 1, 2",
     },
 ];
 

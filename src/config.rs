@@ -43,6 +43,10 @@ pub struct Config {
     /// `LEDGER_KEY_CACHE_SECS`: how long a positive verification of a customer key is reused by
     /// `/v1/me/*` (0 to 30).
     pub key_cache: Duration,
+    /// `LEDGER_WEBHOOK_RETRY_SECONDS`: the delays before each retry of a failed webhook delivery.
+    pub webhook_retry: Vec<Duration>,
+    /// `LEDGER_WEBHOOK_POLL_MS`: how often the delivery worker looks for due deliveries.
+    pub webhook_poll: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -64,6 +68,8 @@ impl std::fmt::Debug for Config {
             .field("unkey_root_key", &self.unkey.as_ref().map(|_| "***"))
             .field("default_plan", &self.default_plan)
             .field("key_cache", &self.key_cache)
+            .field("webhook_retry", &self.webhook_retry)
+            .field("webhook_poll", &self.webhook_poll)
             .finish()
     }
 }
@@ -171,6 +177,32 @@ impl Config {
                 }),
             },
             default_plan: lookup("LEDGER_DEFAULT_PLAN"),
+            webhook_retry: match lookup("LEDGER_WEBHOOK_RETRY_SECONDS") {
+                None => crate::webhooks::DEFAULT_RETRY_SECONDS
+                    .iter()
+                    .map(|s| Duration::from_secs(*s))
+                    .collect(),
+                Some(raw) => raw
+                    .split(',')
+                    .map(|s| s.trim().parse::<u64>().ok().filter(|n| *n <= 7 * 86_400))
+                    .collect::<Option<Vec<u64>>>()
+                    .filter(|list| !list.is_empty() && list.len() <= 50)
+                    .ok_or_else(|| ConfigError {
+                        name: "LEDGER_WEBHOOK_RETRY_SECONDS",
+                        reason: format!(
+                            "{raw:?} is not a comma-separated list of 1 to 50 delays in seconds"
+                        ),
+                    })?
+                    .into_iter()
+                    .map(Duration::from_secs)
+                    .collect(),
+            },
+            webhook_poll: Duration::from_millis(number(
+                "LEDGER_WEBHOOK_POLL_MS",
+                lookup("LEDGER_WEBHOOK_POLL_MS"),
+                1000,
+                |n| (10..=60_000).contains(n),
+            )?),
             key_cache: Duration::from_secs(number(
                 "LEDGER_KEY_CACHE_SECS",
                 lookup("LEDGER_KEY_CACHE_SECS"),
@@ -206,6 +238,10 @@ mod tests {
         assert_eq!(config.schedule, DEFAULT_SCHEDULE);
         assert!(config.unkey.is_none());
         assert_eq!(config.key_cache, Duration::from_secs(10));
+        assert_eq!(config.webhook_retry.len(), 9);
+        assert_eq!(config.webhook_retry[0], Duration::from_secs(5));
+        let total: Duration = config.webhook_retry.iter().sum();
+        assert!(total >= Duration::from_secs(86_400), "retries span a day");
     }
 
     #[test]

@@ -13,7 +13,9 @@ pub mod error;
 pub mod gate;
 pub mod ledger;
 pub mod scheduler;
+pub mod telemetry;
 pub mod unkey;
+pub mod webhooks;
 
 /// The OpenAPI description of the HTTP API, as committed at the repository root.
 pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");

@@ -143,7 +143,13 @@ async fn serve(config: Config, pool: sqlx::PgPool) -> Result<(), String> {
         })?;
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
-    let served = app::serve(listener, state, shutdown).await;
+    let worker = state
+        .webhooks
+        .clone()
+        .spawn_worker(config.webhook_poll, shutdown.clone());
+    let served = app::serve(listener, state, shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = worker.await;
     if let Err(err) = jobs.shutdown().await {
         tracing::warn!(error = %err, "scheduler did not stop cleanly");
     }

@@ -9,6 +9,7 @@ pub mod health;
 pub mod plans;
 pub mod reservations;
 pub mod verify;
+pub mod webhooks;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderName, StatusCode};
@@ -60,6 +61,20 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/me/balance", get(verify::my_balance))
         .route("/v1/me/entries", get(verify::my_entries))
         .route("/v1/me/usage", get(verify::my_usage))
+        .route(
+            "/v1/webhook-endpoints",
+            post(webhooks::create).get(webhooks::list),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}",
+            get(webhooks::get).delete(webhooks::delete),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}/deliveries",
+            get(webhooks::deliveries),
+        )
+        .route("/metrics", get(crate::telemetry::render))
+        .route_layer(axum::middleware::from_fn(crate::telemetry::track))
         .fallback(|| async { ApiError::for_status(StatusCode::NOT_FOUND) })
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(

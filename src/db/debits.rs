@@ -29,7 +29,7 @@ pub async fn context(
 ) -> Result<Option<DebitContext>, sqlx::Error> {
     sqlx::query_as(
         "SELECT p.id, p.version, p.name, p.interval, p.pools, p.operations, p.ratelimits,
-                p.created_at, a.period_end,
+                p.thresholds, p.created_at, a.period_end,
                 EXISTS (SELECT 1 FROM reservations r
                          WHERE r.key_id = a.key_id AND r.status = 'active'
                            AND r.expires_at <= $3) AS holds_expired,

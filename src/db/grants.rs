@@ -219,10 +219,10 @@ pub async fn expire_due(
     upto: DateTime<Utc>,
     period_grants: bool,
     now: DateTime<Utc>,
-) -> Result<u64, sqlx::Error> {
-    let result = sqlx::query(
+) -> Result<Vec<Expired>, sqlx::Error> {
+    let expired: Vec<Expired> = sqlx::query_as(
         "WITH due AS (
-             SELECT id, pool, remaining FROM grants
+             SELECT id, pool, kind, remaining FROM grants
               WHERE key_id = $1 AND remaining > 0 AND voided_at IS NULL
                 AND (expires_at <= $2 OR ($4 AND kind IN ('allowance', 'rollover')))
          ), cleared AS (
@@ -232,22 +232,26 @@ pub async fn expire_due(
                                        greatest($2, g.effective_at + interval '1 microsecond'))
                FROM due WHERE g.key_id = $1 AND g.id = due.id
              RETURNING g.id
+         ), journaled AS (
+             INSERT INTO entries (key_id, pool, kind, amount, balance_after, grant_id, created_at)
+             SELECT $1, due.pool, 'expiration', -due.remaining,
+                    (SELECT coalesce(sum(a.remaining), 0)::bigint FROM grants a
+                      WHERE a.key_id = $1 AND a.pool = due.pool AND a.remaining > 0
+                        AND a.voided_at IS NULL AND a.effective_at <= $2
+                        AND (a.expires_at IS NULL OR a.expires_at > $2)),
+                    due.id, $3
+               FROM due JOIN cleared ON cleared.id = due.id
+             RETURNING grant_id
          )
-         INSERT INTO entries (key_id, pool, kind, amount, balance_after, grant_id, created_at)
-         SELECT $1, due.pool, 'expiration', -due.remaining,
-                (SELECT coalesce(sum(a.remaining), 0)::bigint FROM grants a
-                  WHERE a.key_id = $1 AND a.pool = due.pool AND a.remaining > 0
-                    AND a.voided_at IS NULL AND a.effective_at <= $2
-                    AND (a.expires_at IS NULL OR a.expires_at > $2)),
-                due.id, $3
-           FROM due JOIN cleared ON cleared.id = due.id
+         SELECT due.id AS grant_id, due.pool, due.kind, due.remaining AS amount
+           FROM due JOIN journaled ON journaled.grant_id = due.id
           ORDER BY due.pool, due.id",
     )
     .bind(key_id)
     .bind(upto)
     .bind(now)
     .bind(period_grants)
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
     if period_grants {
         // Spent (or fully held) period grants close too, so nothing can flow back into them.
@@ -262,7 +266,16 @@ pub async fn expire_due(
         .execute(conn)
         .await?;
     }
-    Ok(result.rows_affected())
+    Ok(expired)
+}
+
+/// A grant that expired with credits left.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Expired {
+    pub grant_id: Uuid,
+    pub pool: String,
+    pub kind: String,
+    pub amount: i64,
 }
 
 /// Marks a grant voided, journaling what it had left as a `void` entry.

@@ -5,11 +5,13 @@ pub mod accounts;
 pub mod adjustments;
 pub mod debits;
 pub mod entries;
+pub mod events;
 pub mod grants;
 pub mod idempotency;
 pub mod plans;
 pub mod reservations;
 pub mod usage;
+pub mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -16,6 +16,7 @@ pub struct PlanRow {
     pools: Json<serde_json::Value>,
     operations: Json<serde_json::Value>,
     ratelimits: Json<serde_json::Value>,
+    thresholds: Json<serde_json::Value>,
     created_at: DateTime<Utc>,
 }
 
@@ -34,14 +35,16 @@ impl PlanRow {
                     .map_err(|e| decode(Box::new(e)))?,
                 ratelimits: serde_json::from_value(self.ratelimits.0)
                     .map_err(|e| decode(Box::new(e)))?,
+                thresholds: serde_json::from_value(self.thresholds.0)
+                    .map_err(|e| decode(Box::new(e)))?,
             },
             created_at: self.created_at,
         })
     }
 }
 
-const COLUMNS: &str =
-    "p.id, p.version, p.name, p.interval, p.pools, p.operations, p.ratelimits, p.created_at";
+const COLUMNS: &str = "p.id, p.version, p.name, p.interval, p.pools, p.operations, p.ratelimits, \
+                       p.thresholds, p.created_at";
 
 /// The latest version of a plan, or a given one.
 pub async fn get(
@@ -105,8 +108,9 @@ pub async fn insert_version(
     now: DateTime<Utc>,
 ) -> Result<Plan, sqlx::Error> {
     sqlx::query(
-        "INSERT INTO plans (id, version, name, interval, pools, operations, ratelimits, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO plans (id, version, name, interval, pools, operations, ratelimits, created_at,
+                            thresholds)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(id.as_str())
     .bind(version)
@@ -116,6 +120,7 @@ pub async fn insert_version(
     .bind(Json(&definition.operations))
     .bind(Json(&definition.ratelimits))
     .bind(now)
+    .bind(Json(&definition.thresholds))
     .execute(&mut *conn)
     .await?;
     sqlx::query("UPDATE plan_heads SET latest_version = $2, updated_at = $3 WHERE id = $1")

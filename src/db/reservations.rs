@@ -279,6 +279,14 @@ pub async fn insert_debit(conn: &mut PgConnection, d: &NewDebit<'_>) -> Result<(
         .bind(d.key_id)
         .bind(d.pool)
         .bind(d.cost)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("SELECT cl_usage_add($1, $2, $3, NULL, $4, $5)")
+        .bind(d.key_id)
+        .bind(d.pool)
+        .bind(d.operation)
+        .bind(d.now)
+        .bind(d.cost)
         .execute(conn)
         .await?;
     Ok(())

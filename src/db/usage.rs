@@ -5,8 +5,8 @@ use sqlx::PgConnection;
 
 use crate::ledger::usage::UsageRow;
 
-/// Sums of debits per bucket, in UTC. `interval` is `hour`, `day` or `month`; `group` is
-/// `operation`, `pool` or `key`.
+/// Sums of debits per bucket, in UTC, from the hourly rollup. `interval` is `hour`, `day` or
+/// `month`; `group` is `operation`, `pool` or `key`. `from` and `to` are whole hours.
 pub async fn buckets(
     conn: &mut PgConnection,
     key_id: &str,
@@ -17,14 +17,14 @@ pub async fn buckets(
     source_key_id: Option<&str>,
 ) -> Result<Vec<UsageRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT date_trunc($4, created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS start,
+        "SELECT date_trunc($4, hour AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS start,
                 pool,
-                CASE WHEN $5 = 'operation' THEN operation END AS operation,
-                CASE WHEN $5 = 'key' THEN source_key_id END AS key_id,
-                sum(cost)::bigint AS credits,
-                count(*) AS count
-           FROM debits
-          WHERE key_id = $1 AND created_at >= $2 AND created_at < $3
+                CASE WHEN $5 = 'operation' THEN nullif(operation, '') END AS operation,
+                CASE WHEN $5 = 'key' THEN nullif(source_key_id, '') END AS key_id,
+                sum(credits)::bigint AS credits,
+                sum(count)::bigint AS count
+           FROM usage_hourly
+          WHERE key_id = $1 AND hour >= $2 AND hour < $3
             AND ($6::text IS NULL OR source_key_id = $6)
           GROUP BY 1, 2, 3, 4
           ORDER BY 1, 2, 3 NULLS FIRST, 4 NULLS FIRST",

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use tracing::instrument;
 use uuid::Uuid;
 
+use super::events;
 use super::lifecycle::{self, Proration};
 use super::model::Account;
 use super::ops::{claim, finish, Idempotency, Ledger, Outcome};
@@ -210,6 +211,17 @@ impl Ledger {
             .await?
             .ok_or_else(|| LedgerError::Database(sqlx::Error::RowNotFound))?;
         let grant = Grant::from_record(record, now);
+        let payload = serde_json::to_value(&grant)
+            .map_err(|e| LedgerError::Database(sqlx::Error::Decode(Box::new(e))))?;
+        db::events::emit(
+            &mut tx,
+            key_id.as_str(),
+            events::GRANT_CREATED,
+            &payload,
+            now,
+        )
+        .await?;
+        events::check_resolved(&mut tx, key_id.as_str(), request.pool.as_str(), now).await?;
         finish(&mut tx, key_id.as_str(), idempotency, 201, &grant).await?;
         tx.commit().await?;
         Ok(Outcome::Done(grant))
@@ -410,6 +422,9 @@ impl Ledger {
             },
         )
         .await?;
+        if delta > 0 {
+            events::check_resolved(&mut tx, key_id.as_str(), pool, now).await?;
+        }
         finish(&mut tx, key_id.as_str(), idempotency, 201, &adjustment).await?;
         tx.commit().await?;
         Ok(Outcome::Done(adjustment))

@@ -16,6 +16,7 @@ use sqlx::PgConnection;
 use tracing::instrument;
 use uuid::Uuid;
 
+use super::events;
 use super::lifecycle::current_plan;
 use super::model::{Debit, Drawn};
 use super::ops::{claim, finish, Idempotency, Ledger, Outcome};
@@ -213,6 +214,16 @@ pub(crate) async fn release_lapsed(
     for r in &lapsed {
         return_holds(conn, r, &[], None, r.expires_at, now).await?;
         db::reservations::finish(conn, key_id, r.id, "expired", None, None, now).await?;
+        db::events::emit(
+            conn,
+            key_id,
+            events::RESERVATION_EXPIRED,
+            &serde_json::json!({"key_id": key_id, "reservation_id": r.id, "pool": r.pool,
+                                "amount": r.amount, "expires_at": r.expires_at}),
+            now,
+        )
+        .await?;
+        events::check_resolved(conn, key_id, &r.pool, now).await?;
     }
     Ok(lapsed.len())
 }
@@ -496,6 +507,7 @@ impl Ledger {
         let (r, now) = lock_active(&mut tx, &key_id, id, now).await?;
         let remaining = return_holds(&mut tx, &r, &[], None, now, now).await?;
         db::reservations::finish(&mut tx, &r.key_id, r.id, "released", None, None, now).await?;
+        events::check_resolved(&mut tx, &r.key_id, &r.pool, now).await?;
         let stored = db::reservations::get(&mut tx, &r.key_id, id)
             .await?
             .ok_or(LedgerError::ReservationNotFound(id))?;
@@ -725,6 +737,7 @@ impl Ledger {
             },
         )
         .await?;
+        events::check_resolved(&mut tx, key_id.as_str(), &debit.pool, now).await?;
         let remaining = pool_available(&mut tx, key_id.as_str(), &debit.pool, now).await?;
         let refund = Refund {
             id: refund_id,

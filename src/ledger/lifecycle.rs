@@ -72,11 +72,14 @@ pub(crate) async fn catch_up(
             done.rolled += 1;
         }
         if done.rolled > 0 {
+            metrics::counter!("period_rolls_total").increment(done.rolled as u64);
             tracing::info!(key_id = %row.key_id, periods = done.rolled, "period rolled");
         }
     }
     super::holds::release_lapsed(conn, &row.key_id, now, now).await?;
-    done.expired = db::grants::expire_due(conn, &row.key_id, now, false, now).await?;
+    let expired = db::grants::expire_due(conn, &row.key_id, now, false, now).await?;
+    super::events::grants_expired(conn, &row.key_id, &expired, now).await?;
+    done.expired = expired.len() as u64;
     add_missing_pools(conn, &row.key_id, now).await?;
     Ok(done)
 }
@@ -153,11 +156,29 @@ pub(crate) async fn roll_to(
         carried.push((pool, rules::rollover_amount(unused, cap)));
     }
 
-    db::grants::expire_due(conn, key_id, new_start, close_early, now).await?;
+    let expired = db::grants::expire_due(conn, key_id, new_start, close_early, now).await?;
+    super::events::grants_expired(conn, key_id, &expired, now).await?;
 
     // The period's overage is recorded for billing in an entry of its own; the new period
     // starts from zero overage.
     let counters = db::accounts::pools_of(conn, &[key_id.to_owned()]).await?;
+    let summary: Vec<serde_json::Value> = carried
+        .iter()
+        .map(|(pool, rollover)| {
+            let expired: i64 = expired
+                .iter()
+                .filter(|e| e.pool == pool.as_str())
+                .map(|e| e.amount)
+                .sum();
+            let overage = counters
+                .iter()
+                .find(|c| c.pool == pool.as_str())
+                .map_or(0, |c| c.overage_used);
+            serde_json::json!({"pool": pool, "carried": rollover, "expired": expired,
+                               "overage": overage})
+        })
+        .collect();
+    super::events::period_rolled(conn, key_id, old_start, new_start, new_end, summary, now).await?;
     for pool in counters.iter().filter(|p| p.overage_used > 0) {
         db::entries::insert(
             conn,

@@ -1,6 +1,7 @@
 //! The domain: types, pure rules and the operations that apply them in one transaction each.
 
 pub mod credits;
+pub mod events;
 pub mod holds;
 pub mod lifecycle;
 pub mod model;

@@ -321,6 +321,13 @@ impl Ledger {
                 Some("ok") => {
                     let debit: Debit = serde_json::from_value(outcome["debit"].clone())
                         .map_err(|e| LedgerError::Database(sqlx::Error::Decode(Box::new(e))))?;
+                    if !debit.dry_run {
+                        let pool = debit.pool.to_string();
+                        metrics::counter!("debits_total", "pool" => pool.clone(), "outcome" => "accepted")
+                            .increment(1);
+                        metrics::counter!("credits_debited_total", "pool" => pool)
+                            .increment(debit.cost.unsigned_abs());
+                    }
                     return Ok(DebitOutcome::Accepted(Box::new(debit)));
                 }
                 Some("replay") => {
@@ -334,6 +341,8 @@ impl Ledger {
                 }
                 Some("idempotency_conflict") => return Err(LedgerError::IdempotencyKeyReused),
                 Some("exhausted") => {
+                    metrics::counter!("debits_total", "pool" => charge.pool.to_string(), "outcome" => "refused")
+                        .increment(1);
                     return Err(LedgerError::CreditsExhausted(Box::new(Exhausted {
                         key_id: key_id.clone(),
                         pool: charge.pool,
@@ -345,7 +354,7 @@ impl Ledger {
                         overage_limit: outcome["overage_limit"].as_i64().unwrap_or(0),
                         reset_at: serde_json::from_value(outcome["reset_at"].clone())
                             .unwrap_or(now),
-                    })))
+                    })));
                 }
                 Some("account_not_found") => {
                     return Err(LedgerError::AccountNotFound(key_id.clone()))

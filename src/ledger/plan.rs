@@ -52,7 +52,12 @@ pub struct PlanDefinition {
     pub pools: BTreeMap<PoolName, PoolSpec>,
     pub operations: BTreeMap<OperationName, UnitPrice>,
     pub ratelimits: Vec<RateLimit>,
+    /// Percentages of a period's allowance used that are announced as events.
+    pub thresholds: Vec<i32>,
 }
+
+/// The thresholds a plan announces when it names none.
+pub const DEFAULT_THRESHOLDS: [i32; 2] = [80, 100];
 
 /// One version of a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -87,6 +92,7 @@ impl Plan {
                 pools,
                 operations,
                 ratelimits: Vec::new(),
+                thresholds: DEFAULT_THRESHOLDS.to_vec(),
             },
             created_at: Utc::now(),
         }
@@ -104,6 +110,8 @@ pub struct PlanBody {
     pub operations: BTreeMap<String, PriceBody>,
     #[serde(default)]
     pub ratelimits: Vec<RateLimitBody>,
+    #[serde(default)]
+    pub thresholds: Option<Vec<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -257,12 +265,45 @@ impl PlanBody {
                 duration_ms: body.duration_ms,
             });
         }
+        let thresholds = match self.thresholds {
+            None => DEFAULT_THRESHOLDS.to_vec(),
+            Some(list) => {
+                if list.len() > 10 {
+                    return Err(InvalidField::new(
+                        "thresholds",
+                        "may hold at most 10 percentages",
+                    ));
+                }
+                let mut seen = Vec::with_capacity(list.len());
+                for (i, t) in list.into_iter().enumerate() {
+                    let t = i32::try_from(t)
+                        .ok()
+                        .filter(|t| (1..=100).contains(t))
+                        .ok_or_else(|| {
+                            InvalidField::new(
+                                format!("thresholds[{i}]"),
+                                "must be a percentage from 1 to 100",
+                            )
+                        })?;
+                    if seen.contains(&t) {
+                        return Err(InvalidField::new(
+                            format!("thresholds[{i}]"),
+                            "repeats another threshold",
+                        ));
+                    }
+                    seen.push(t);
+                }
+                seen.sort_unstable();
+                seen
+            }
+        };
         Ok(PlanDefinition {
             name,
             interval: self.interval,
             pools,
             operations,
             ratelimits,
+            thresholds,
         })
     }
 }

@@ -1,6 +1,6 @@
 //! Usage for dashboards: credits debited and debits counted, per time bucket.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::ops::Ledger;
@@ -102,11 +102,20 @@ impl Ledger {
         {
             return Err(LedgerError::AccountNotFound(key_id.clone()));
         }
+        // The rollup is hourly: the range widens to whole hours.
+        let from = query
+            .from
+            .duration_trunc(chrono::Duration::hours(1))
+            .unwrap_or(query.from);
+        let to = query
+            .to
+            .duration_round_up(chrono::Duration::hours(1))
+            .unwrap_or(query.to);
         let data = db::usage::buckets(
             &mut conn,
             key_id.as_str(),
-            query.from,
-            query.to,
+            from,
+            to,
             query.interval.as_str(),
             match query.group_by {
                 UsageGroup::Operation => "operation",

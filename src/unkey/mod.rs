@@ -212,6 +212,8 @@ impl UnkeyClient {
             let reason: String = match result {
                 Ok(response) => {
                     let status = response.status();
+                    metrics::histogram!("unkey_request_duration_seconds", "path" => path)
+                        .record(started.elapsed().as_secs_f64());
                     if status.is_success() {
                         let parsed = response.json::<Envelope<T>>().await.map_err(|e| {
                             UnkeyError::Unavailable(format!("unreadable answer from {path}: {e}"))
@@ -247,6 +249,7 @@ impl UnkeyClient {
                 Err(err) if err.is_timeout() => format!("{path} timed out"),
                 Err(err) => format!("{path} could not be reached: {}", error_chain(&err)),
             };
+            metrics::counter!("unkey_errors_total", "path" => path).increment(1);
             if attempt >= self.retries {
                 tracing::warn!(path, attempts = attempt + 1, %reason, "unkey unavailable");
                 return Err(UnkeyError::Unavailable(reason));

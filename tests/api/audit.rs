@@ -175,7 +175,7 @@ async fn a_ledger_built_through_the_api_audits_clean() {
     let app = ledger().await;
     let violations = audit_now(&app).await;
     assert!(violations.is_empty(), "clean:{}", lines(&violations));
-    assert_eq!(audit::CHECKS.len(), 13);
+    assert_eq!(audit::CHECKS.len(), 14);
 }
 
 #[tokio::test]
@@ -340,7 +340,8 @@ async fn a_debit_whose_entries_do_not_add_up_to_its_cost_is_reported() {
     sql(
         &app,
         "UPDATE debits SET cost = cost + 1 WHERE key_id = 'key_c';
-         UPDATE account_pools SET used = used + 1 WHERE key_id = 'key_c'",
+         UPDATE account_pools SET used = used + 1 WHERE key_id = 'key_c';
+         UPDATE usage_hourly SET credits = credits + 1 WHERE key_id = 'key_c'",
     )
     .await;
     // key_b: a debit entry whose debit does not exist.
@@ -578,7 +579,7 @@ async fn the_audit_command_exits_0_when_clean_and_1_printing_each_violation() {
     let clean = binary(&app.db.url).output().unwrap();
     let stdout = String::from_utf8(clean.stdout).unwrap();
     assert_eq!(clean.status.code(), Some(0), "{stdout}");
-    assert_eq!(stdout.trim_end(), "audit: clean, 13 checks");
+    assert_eq!(stdout.trim_end(), "audit: clean, 14 checks");
 
     sql(
         &app,
@@ -657,4 +658,16 @@ async fn refunds_that_differ_from_the_debits_refunded_are_reported() {
     sql(&app, "UPDATE refunds SET amount = amount + 1").await;
     let violations = audit_now(&app).await;
     assert_only(&violations, "refunds_match_debit", &["key_b"]);
+}
+
+#[tokio::test]
+async fn a_usage_rollup_that_differs_from_the_debits_is_reported() {
+    let app = ledger().await;
+    sql(
+        &app,
+        "UPDATE usage_hourly SET credits = credits + 1 WHERE key_id = 'key_b'",
+    )
+    .await;
+    let violations = audit_now(&app).await;
+    assert_only(&violations, "usage_matches_debits", &["key_b"]);
 }

@@ -129,6 +129,7 @@ pub struct TestApp {
     pub address: String,
     /// The instance's ledger, for driving the scheduler's jobs directly.
     pub ledger: credit_ledger::ledger::ops::Ledger,
+    webhooks: credit_ledger::webhooks::Webhooks,
     pub client: reqwest::Client,
     pub db: Arc<TestDb>,
     pub clock: TestClock,
@@ -179,6 +180,7 @@ async fn spawn_configured(db: Arc<TestDb>, settings: &[(&str, &str)]) -> TestApp
     let clock = TestClock::default();
     let state = AppState::new(&config, pool, clock.as_clock()).expect("state");
     let ledger = state.ledger.clone();
+    let webhooks = state.webhooks.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -188,6 +190,7 @@ async fn spawn_configured(db: Arc<TestDb>, settings: &[(&str, &str)]) -> TestApp
     TestApp {
         address,
         ledger,
+        webhooks,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
@@ -305,8 +308,14 @@ impl<'a> Call<'a> {
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response.bytes().await.expect("body");
+        let is_text = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/plain"));
         let body = if bytes.is_empty() {
             Value::Null
+        } else if is_text {
+            Value::String(String::from_utf8_lossy(&bytes).into_owned())
         } else {
             serde_json::from_slice(&bytes).unwrap_or_else(|_| {
                 panic!(
@@ -334,6 +343,11 @@ impl<'a> Call<'a> {
 }
 
 impl TestApp {
+    /// The instance's webhook worker, for driving delivery passes directly.
+    pub fn webhooks(&self) -> &credit_ledger::webhooks::Webhooks {
+        &self.webhooks
+    }
+
     pub fn call(&self, method: Method, path: &str) -> Call<'_> {
         Call {
             app: self,

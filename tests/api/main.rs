@@ -18,3 +18,4 @@ mod reservations;
 mod unkey_double;
 mod validation;
 mod verify;
+mod webhooks;

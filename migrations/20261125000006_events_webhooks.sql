@@ -1,0 +1,274 @@
+-- Events and webhooks: a transactional outbox, webhook endpoints and their deliveries.
+
+-- The thresholds of a period's allowance used that a plan announces (percent).
+ALTER TABLE plans ADD COLUMN thresholds jsonb NOT NULL DEFAULT '[80, 100]'::jsonb;
+
+-- What has been announced for a pool in a period: thresholds reached (and not resolved since),
+-- and the first refusal. Notification state, not ledger state.
+CREATE TABLE pool_alerts (
+    key_id             text NOT NULL REFERENCES accounts (key_id),
+    pool               text NOT NULL,
+    period_start       timestamptz NOT NULL,
+    thresholds_reached integer[] NOT NULL DEFAULT '{}',
+    thresholds_resolved integer[] NOT NULL DEFAULT '{}',
+    exhausted_at       timestamptz,
+    PRIMARY KEY (key_id, pool, period_start)
+);
+
+-- The outbox: an event row is written in the transaction of the change it reports.
+CREATE TABLE events (
+    key_id     text NOT NULL,
+    id         uuid NOT NULL,
+    seq        bigint GENERATED ALWAYS AS IDENTITY,
+    type       text NOT NULL,
+    payload    jsonb NOT NULL,
+    created_at timestamptz NOT NULL,
+    PRIMARY KEY (key_id, id)
+);
+
+CREATE INDEX events_by_account ON events (key_id, seq);
+
+-- Webhook endpoints are configuration (a reference table, like plans).
+CREATE TABLE webhook_endpoints (
+    id          uuid PRIMARY KEY,
+    url         text NOT NULL,
+    -- Event types to deliver; empty means every type.
+    events      text[] NOT NULL,
+    secret      text NOT NULL,
+    description text,
+    created_at  timestamptz NOT NULL
+);
+
+-- One row per endpoint and event: the delivery log and the work queue.
+CREATE TABLE webhook_deliveries (
+    key_id           text NOT NULL,
+    endpoint_id      uuid NOT NULL REFERENCES webhook_endpoints (id) ON DELETE CASCADE,
+    event_id         uuid NOT NULL,
+    event_seq        bigint NOT NULL,
+    event_type       text NOT NULL,
+    status           text NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+    attempts         integer NOT NULL DEFAULT 0,
+    next_attempt_at  timestamptz NOT NULL,
+    -- A worker that claimed the next attempt holds it until then.
+    leased_until     timestamptz,
+    last_attempt_at  timestamptz,
+    last_status_code integer,
+    last_error       text,
+    delivered_at     timestamptz,
+    created_at       timestamptz NOT NULL,
+    PRIMARY KEY (key_id, endpoint_id, event_id)
+);
+
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_order ON webhook_deliveries (endpoint_id, key_id, event_seq)
+    WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_log ON webhook_deliveries (endpoint_id, created_at DESC, event_seq DESC);
+
+-- Writes an event and queues it for every endpoint that wants it, in the caller's transaction.
+CREATE FUNCTION cl_emit(p_key_id text, p_type text, p_payload jsonb, p_now timestamptz)
+RETURNS uuid
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_id  uuid := gen_random_uuid();
+    v_seq bigint;
+BEGIN
+    INSERT INTO events (key_id, id, type, payload, created_at)
+    VALUES (p_key_id, v_id, p_type, p_payload, p_now)
+    RETURNING seq INTO v_seq;
+    INSERT INTO webhook_deliveries (key_id, endpoint_id, event_id, event_seq, event_type, status,
+                                    next_attempt_at, created_at)
+    SELECT p_key_id, e.id, v_id, v_seq, p_type, 'pending', p_now, p_now
+      FROM webhook_endpoints e
+     WHERE cardinality(e.events) = 0 OR p_type = ANY (e.events);
+    RETURN v_id;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION cl_debit_apply(
+    p_key_id text, p_pool text, p_cost bigint, p_operation text, p_quantity bigint,
+    p_plan_id text, p_plan_version integer, p_metadata jsonb, p_dry_run boolean,
+    p_debit_id uuid, p_source_key_id text, p_now timestamptz)
+RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_account   accounts%ROWTYPE;
+    v_pool      account_pools%ROWTYPE;
+    v_granted   bigint;
+    v_available bigint;
+    v_balance   bigint;
+    v_need      bigint;
+    v_take      bigint;
+    v_overage   bigint := 0;
+    v_grant     record;
+    v_drawn     jsonb := '[]'::jsonb;
+    v_now       timestamptz;
+    v_threshold integer;
+    v_alerted   boolean;
+BEGIN
+    SELECT * INTO v_account FROM accounts WHERE key_id = p_key_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN jsonb_build_object('outcome', 'account_not_found');
+    END IF;
+    -- The caller read its clock before it waited for this lock; another process may have rolled
+    -- the period meanwhile, and clocks of several processes differ a little. Nothing happens in
+    -- this account before its current period started.
+    v_now := greatest(p_now, v_account.period_start);
+    IF v_account.plan_id <> p_plan_id THEN
+        RETURN jsonb_build_object('outcome', 'stale_plan');
+    END IF;
+    -- A period that has ended is rolled first (by the caller, in Rust, under this same lock),
+    -- so no debit ever lands in a period that is over.
+    IF v_account.period_end <= v_now THEN
+        RETURN jsonb_build_object('outcome', 'period_ended');
+    END IF;
+
+    SELECT * INTO v_pool FROM account_pools WHERE key_id = p_key_id AND pool = p_pool;
+    IF NOT FOUND THEN
+        RETURN jsonb_build_object('outcome', 'unknown_pool');
+    END IF;
+
+    IF v_pool.allowance IS NULL THEN
+        -- Unlimited pool: always succeeds, still journaled.
+        v_available := NULL;
+        IF NOT p_dry_run THEN
+            INSERT INTO entries (key_id, pool, kind, amount, balance_after, grant_id, operation,
+                                 debit_id, source_key_id, created_at)
+            VALUES (p_key_id, p_pool, 'debit', -p_cost, NULL, NULL, p_operation, p_debit_id,
+                    p_source_key_id, v_now);
+        END IF;
+    ELSE
+        SELECT coalesce(sum(remaining), 0) INTO v_granted
+          FROM grants
+         WHERE key_id = p_key_id AND pool = p_pool AND remaining > 0 AND voided_at IS NULL
+           AND effective_at <= v_now AND (expires_at IS NULL OR expires_at > v_now);
+        v_available := v_granted - v_pool.overage_used;
+
+        IF v_available - p_cost < -v_pool.overage_limit THEN
+            -- The first refusal of the period in this pool is an event (not a ledger change).
+            IF NOT p_dry_run THEN
+                INSERT INTO pool_alerts (key_id, pool, period_start, exhausted_at)
+                VALUES (p_key_id, p_pool, v_account.period_start, v_now)
+                ON CONFLICT (key_id, pool, period_start) DO UPDATE SET exhausted_at = v_now
+                 WHERE pool_alerts.exhausted_at IS NULL
+                RETURNING true INTO v_alerted;
+                IF v_alerted THEN
+                    PERFORM cl_emit(p_key_id, 'credits.exhausted', jsonb_build_object(
+                        'key_id', p_key_id, 'pool', p_pool, 'operation', p_operation,
+                        'required', p_cost, 'available', v_available,
+                        'allowed', v_pool.allowance, 'used', v_pool.used,
+                        'overage_limit', v_pool.overage_limit,
+                        'period', jsonb_build_object('start', v_account.period_start,
+                                                     'end', v_account.period_end),
+                        'reset_at', v_account.period_end), v_now);
+                END IF;
+            END IF;
+            RETURN jsonb_build_object(
+                'outcome', 'exhausted',
+                'available', v_available,
+                'allowed', v_pool.allowance,
+                'used', v_pool.used,
+                'overage_limit', v_pool.overage_limit,
+                'reset_at', v_account.period_end);
+        END IF;
+
+        v_need := p_cost;
+        v_balance := v_available;
+        FOR v_grant IN
+            SELECT id, kind, remaining
+              FROM grants
+             WHERE key_id = p_key_id AND pool = p_pool AND remaining > 0 AND voided_at IS NULL
+               AND effective_at <= v_now AND (expires_at IS NULL OR expires_at > v_now)
+             ORDER BY expires_at ASC NULLS LAST, priority DESC, created_at ASC, id ASC
+        LOOP
+            EXIT WHEN v_need = 0;
+            v_take := least(v_grant.remaining, v_need);
+            v_need := v_need - v_take;
+            v_balance := v_balance - v_take;
+            v_drawn := v_drawn || jsonb_build_array(jsonb_build_object(
+                'grant_id', v_grant.id, 'kind', v_grant.kind, 'amount', v_take));
+            IF NOT p_dry_run THEN
+                UPDATE grants SET remaining = remaining - v_take
+                 WHERE key_id = p_key_id AND id = v_grant.id;
+                INSERT INTO entries (key_id, pool, kind, amount, balance_after, grant_id, operation,
+                                     debit_id, source_key_id, created_at)
+                VALUES (p_key_id, p_pool, 'debit', -v_take, v_balance, v_grant.id, p_operation,
+                        p_debit_id, p_source_key_id, v_now);
+            END IF;
+        END LOOP;
+
+        IF v_need > 0 THEN
+            -- What the grants could not cover goes into overage (checked above to fit).
+            v_overage := v_need;
+            v_balance := v_balance - v_overage;
+            IF NOT p_dry_run THEN
+                UPDATE account_pools SET overage_used = overage_used + v_overage
+                 WHERE key_id = p_key_id AND pool = p_pool;
+                INSERT INTO entries (key_id, pool, kind, amount, balance_after, grant_id, operation,
+                                     debit_id, source_key_id, created_at)
+                VALUES (p_key_id, p_pool, 'overage', -v_overage, v_balance, NULL, p_operation,
+                        p_debit_id, p_source_key_id, v_now);
+            END IF;
+        END IF;
+        v_available := v_balance;
+    END IF;
+
+    IF NOT p_dry_run THEN
+        UPDATE account_pools SET used = used + p_cost WHERE key_id = p_key_id AND pool = p_pool;
+        -- Thresholds of the period's allowance used (the plan's, default 80% and 100%), each
+        -- announced once per period.
+        IF v_pool.allowance > 0 THEN
+            FOR v_threshold IN
+                SELECT t::integer FROM plans p, jsonb_array_elements_text(p.thresholds) t
+                 WHERE p.id = p_plan_id AND p.version = p_plan_version
+            LOOP
+                CONTINUE WHEN NOT (v_pool.used::numeric * 100 < v_threshold::numeric * v_pool.allowance
+                                   AND (v_pool.used + p_cost)::numeric * 100
+                                       >= v_threshold::numeric * v_pool.allowance);
+                v_alerted := NULL;
+                INSERT INTO pool_alerts (key_id, pool, period_start, thresholds_reached)
+                VALUES (p_key_id, p_pool, v_account.period_start, ARRAY[v_threshold])
+                ON CONFLICT (key_id, pool, period_start) DO UPDATE
+                   SET thresholds_reached = array_append(pool_alerts.thresholds_reached, v_threshold)
+                 WHERE NOT (v_threshold = ANY (pool_alerts.thresholds_reached))
+                RETURNING true INTO v_alerted;
+                IF v_alerted THEN
+                    PERFORM cl_emit(p_key_id, 'credits.threshold_reached', jsonb_build_object(
+                        'key_id', p_key_id, 'pool', p_pool, 'threshold', v_threshold,
+                        'used', v_pool.used + p_cost, 'allowance', v_pool.allowance,
+                        'available', v_available,
+                        'period', jsonb_build_object('start', v_account.period_start,
+                                                     'end', v_account.period_end)), v_now);
+                END IF;
+            END LOOP;
+        END IF;
+        INSERT INTO debits (key_id, id, pool, operation, quantity, cost, plan_id, plan_version,
+                            remaining, reset_at, drawn, metadata, overage, source_key_id,
+                            created_at)
+        VALUES (p_key_id, p_debit_id, p_pool, p_operation, p_quantity, p_cost, p_plan_id,
+                p_plan_version, v_available, v_account.period_end, v_drawn, p_metadata, v_overage,
+                p_source_key_id, v_now);
+    END IF;
+
+    RETURN jsonb_build_object(
+        'outcome', 'ok',
+        'debit', jsonb_build_object(
+            'id', CASE WHEN p_dry_run THEN NULL ELSE p_debit_id END,
+            'key_id', p_key_id,
+            'pool', p_pool,
+            'operation', p_operation,
+            'quantity', p_quantity,
+            'cost', p_cost,
+            'remaining', v_available,
+            'reset_at', v_account.period_end,
+            'drawn', v_drawn,
+            'overage', v_overage,
+            'reservation_id', NULL,
+            'refunded', 0,
+            'source_key_id', p_source_key_id,
+            'plan_id', p_plan_id,
+            'plan_version', p_plan_version,
+            'metadata', p_metadata,
+            'dry_run', p_dry_run,
+            'created_at', v_now));
+END;
+$$;

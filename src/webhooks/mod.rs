@@ -1,0 +1,331 @@
+//! Webhooks: endpoints (admin), and the delivery worker that sends the outbox's events with the
+//! Standard Webhooks signature, at least once, in order per account and endpoint, retrying with
+//! exponential backoff. Safe with several processes: attempts are claimed with
+//! `FOR UPDATE SKIP LOCKED` and a lease, so no attempt is made twice.
+
+pub mod sign;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::db;
+use crate::db::idempotency::Claim;
+use crate::db::webhooks::{Claimed, DeliveryRow, EndpointRow};
+use crate::ledger::ops::{Idempotency, Outcome};
+use crate::ledger::{Clock, LedgerError};
+
+/// When the retries of a failed delivery come: after 5 s, 30 s, 2 min, 10 min, 30 min, 2 h, 5 h,
+/// 10 h and 14 h — ten attempts over about 32 hours.
+pub const DEFAULT_RETRY_SECONDS: [u64; 9] = [5, 30, 120, 600, 1_800, 7_200, 18_000, 36_000, 50_400];
+
+/// An endpoint as the API shows it (the secret only once, when created).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub id: Uuid,
+    pub url: String,
+    /// Event types delivered; empty means all.
+    pub events: Vec<String>,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<EndpointRow> for Endpoint {
+    fn from(row: EndpointRow) -> Self {
+        Endpoint {
+            id: row.id,
+            url: row.url,
+            events: row.events,
+            description: row.description,
+            created_at: row.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedEndpoint {
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
+    /// `whsec_…`: shown in this answer only. Verify signatures with it.
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Delivery {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub key_id: String,
+    /// `pending`, `delivered` or `failed` (every attempt used).
+    pub status: String,
+    pub attempts: i32,
+    pub last_status_code: Option<i32>,
+    pub last_error: Option<String>,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<DeliveryRow> for Delivery {
+    fn from(row: DeliveryRow) -> Self {
+        Delivery {
+            next_attempt_at: (row.status == "pending").then_some(row.next_attempt_at),
+            event_id: row.event_id,
+            event_type: row.event_type,
+            key_id: row.key_id,
+            status: row.status,
+            attempts: row.attempts,
+            last_status_code: row.last_status_code,
+            last_error: row.last_error,
+            last_attempt_at: row.last_attempt_at,
+            delivered_at: row.delivered_at,
+            created_at: row.created_at,
+        }
+    }
+}
+
+/// The idempotency scope of the account-less endpoint route.
+const SCOPE: &str = "route:POST /v1/webhook-endpoints";
+
+#[derive(Clone)]
+pub struct Webhooks {
+    db: PgPool,
+    http: reqwest::Client,
+    clock: Clock,
+    retry: Vec<Duration>,
+}
+
+impl std::fmt::Debug for Webhooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhooks")
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ledger_err(err: sqlx::Error) -> LedgerError {
+    LedgerError::from(err)
+}
+
+impl Webhooks {
+    pub fn new(db: PgPool, clock: Clock, retry: Vec<Duration>) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .user_agent(concat!(
+                "credit-ledger-webhooks/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .build()?;
+        Ok(Webhooks {
+            db,
+            http,
+            clock,
+            retry,
+        })
+    }
+
+    /// How many attempts a delivery gets in all.
+    pub fn max_attempts(&self) -> i32 {
+        i32::try_from(self.retry.len() + 1).unwrap_or(i32::MAX)
+    }
+
+    pub async fn create_endpoint(
+        &self,
+        url: String,
+        events: Vec<String>,
+        description: Option<String>,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Outcome<CreatedEndpoint>, LedgerError> {
+        let now = self.clock.now();
+        let mut tx = self.db.begin().await.map_err(ledger_err)?;
+        if let Some(idem) = idempotency {
+            match db::idempotency::claim(&mut tx, SCOPE, &idem.key, &idem.request_hash, now)
+                .await
+                .map_err(ledger_err)?
+            {
+                Claim::Fresh => {}
+                Claim::Replay { status, body } => return Ok(Outcome::Replayed { status, body }),
+                Claim::Conflict => return Err(LedgerError::IdempotencyKeyReused),
+            }
+        }
+        let row = EndpointRow {
+            id: Uuid::now_v7(),
+            url,
+            events,
+            secret: sign::new_secret(),
+            description,
+            created_at: now,
+        };
+        db::webhooks::insert_endpoint(&mut tx, &row)
+            .await
+            .map_err(ledger_err)?;
+        let created = CreatedEndpoint {
+            secret: row.secret.clone(),
+            endpoint: row.into(),
+        };
+        if let Some(idem) = idempotency {
+            let body = serde_json::to_value(&created)
+                .map_err(|e| LedgerError::Database(sqlx::Error::Decode(Box::new(e))))?;
+            db::idempotency::finish(&mut tx, SCOPE, &idem.key, 201, &body)
+                .await
+                .map_err(ledger_err)?;
+        }
+        tx.commit().await.map_err(ledger_err)?;
+        Ok(Outcome::Done(created))
+    }
+
+    pub async fn list_endpoints(&self) -> Result<Vec<Endpoint>, LedgerError> {
+        let mut conn = self.db.acquire().await.map_err(ledger_err)?;
+        Ok(db::webhooks::endpoints(&mut conn)
+            .await
+            .map_err(ledger_err)?
+            .into_iter()
+            .map(Endpoint::from)
+            .collect())
+    }
+
+    pub async fn get_endpoint(&self, id: Uuid) -> Result<Option<Endpoint>, LedgerError> {
+        let mut conn = self.db.acquire().await.map_err(ledger_err)?;
+        Ok(db::webhooks::endpoint(&mut conn, id)
+            .await
+            .map_err(ledger_err)?
+            .map(Endpoint::from))
+    }
+
+    pub async fn delete_endpoint(&self, id: Uuid) -> Result<bool, LedgerError> {
+        let mut conn = self.db.acquire().await.map_err(ledger_err)?;
+        db::webhooks::delete_endpoint(&mut conn, id)
+            .await
+            .map_err(ledger_err)
+    }
+
+    pub async fn deliveries(&self, id: Uuid, limit: i64) -> Result<Vec<Delivery>, LedgerError> {
+        let mut conn = self.db.acquire().await.map_err(ledger_err)?;
+        Ok(db::webhooks::deliveries(&mut conn, id, limit)
+            .await
+            .map_err(ledger_err)?
+            .into_iter()
+            .map(Delivery::from)
+            .collect())
+    }
+
+    /// One pass of the worker: claims due attempts, sends them, records the outcomes. Returns
+    /// how many attempts it made.
+    pub async fn deliver_due(&self, batch: i64) -> Result<usize, LedgerError> {
+        let now = self.clock.now();
+        // The lease outlasts the HTTP timeout, so a claimed attempt is never claimed again while
+        // it may still be in flight; a worker that died frees it when the lease ends.
+        let lease = now + chrono::Duration::seconds(60);
+        let claimed = {
+            let mut tx = self.db.begin().await.map_err(ledger_err)?;
+            let claimed = db::webhooks::claim_due(&mut tx, now, lease, batch)
+                .await
+                .map_err(ledger_err)?;
+            tx.commit().await.map_err(ledger_err)?;
+            claimed
+        };
+        let attempts = claimed.len();
+        let sends = claimed.into_iter().map(|c| async move {
+            let outcome = self.send(&c).await;
+            (c, outcome)
+        });
+        for (c, outcome) in futures::future::join_all(sends).await {
+            let now = self.clock.now();
+            let (status, next, code, error) = match outcome {
+                Ok(code) => ("delivered", None, Some(code), None),
+                Err((code, error)) => {
+                    metrics::counter!("webhook_delivery_failures_total").increment(1);
+                    match usize::try_from(c.attempts - 1)
+                        .ok()
+                        .and_then(|i| self.retry.get(i))
+                    {
+                        Some(delay) => (
+                            "pending",
+                            Some(now + chrono::Duration::from_std(*delay).unwrap_or_default()),
+                            code,
+                            Some(error),
+                        ),
+                        None => ("failed", None, code, Some(error)),
+                    }
+                }
+            };
+            metrics::counter!("webhook_deliveries_total", "outcome" => status).increment(1);
+            let mut conn = self.db.acquire().await.map_err(ledger_err)?;
+            db::webhooks::record_attempt(&mut conn, &c, status, next, code, error.as_deref(), now)
+                .await
+                .map_err(ledger_err)?;
+        }
+        Ok(attempts)
+    }
+
+    /// Sends one attempt: `Ok(status)` on 2xx, else the status (if any) and why.
+    async fn send(&self, c: &Claimed) -> Result<i32, (Option<i32>, String)> {
+        let body = serde_json::json!({
+            "type": c.event_type,
+            "timestamp": c.event_created_at,
+            "data": c.payload.0,
+        })
+        .to_string();
+        let timestamp = self.clock.now().timestamp();
+        let id = c.event_id.to_string();
+        let signature =
+            sign::sign(&c.secret, &id, timestamp, &body).map_err(|e| (None, e.to_string()))?;
+        let response = self
+            .http
+            .post(&c.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                (
+                    None,
+                    if e.is_timeout() {
+                        "timed out".to_owned()
+                    } else {
+                        "could not connect".to_owned()
+                    },
+                )
+            })?;
+        let code = i32::from(response.status().as_u16());
+        if response.status().is_success() {
+            Ok(code)
+        } else {
+            Err((Some(code), format!("the endpoint answered HTTP {code}")))
+        }
+    }
+
+    /// Runs the worker until `shutdown`, a pass every `poll`.
+    pub fn spawn_worker(
+        self,
+        poll: Duration,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(poll) => {}
+                }
+                loop {
+                    match self.deliver_due(50).await {
+                        Ok(n) if n > 0 => continue,
+                        Ok(_) => break,
+                        Err(err) => {
+                            tracing::error!(error = %err, "webhook delivery pass failed");
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,475 @@
+//! Events through the outbox, webhook endpoints, signed deliveries with retries, metrics.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use chrono::Duration;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{spawn_app, spawn_app_on, TestApp, SERVICE};
+
+/// A webhook receiver that checks every signature itself and can fail the first N calls.
+struct Receiver {
+    url: String,
+    state: Arc<ReceiverState>,
+    stop: CancellationToken,
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    secret: Mutex<String>,
+    fail_first: AtomicUsize,
+    calls: AtomicUsize,
+    /// Accepted deliveries: (webhook-id, body).
+    accepted: Mutex<Vec<(String, Value)>>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn verify_signature(secret: &str, headers: &HeaderMap, body: &str) -> bool {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    let Ok(key) = STANDARD.decode(secret.trim_start_matches("whsec_")) else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(
+        format!(
+            "{}.{}.{}",
+            header("webhook-id"),
+            header("webhook-timestamp"),
+            body
+        )
+        .as_bytes(),
+    );
+    let expected = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
+    header("webhook-signature")
+        .split(' ')
+        .any(|s| s == expected)
+}
+
+async fn receive(
+    State(state): State<Arc<ReceiverState>>,
+    headers: HeaderMap,
+    body: String,
+) -> StatusCode {
+    state.calls.fetch_add(1, Ordering::SeqCst);
+    let secret = state.secret.lock().unwrap().clone();
+    assert!(
+        verify_signature(&secret, &headers, &body),
+        "a valid Standard Webhooks signature"
+    );
+    if state
+        .fail_first
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    let id = headers["webhook-id"].to_str().unwrap().to_owned();
+    state
+        .accepted
+        .lock()
+        .unwrap()
+        .push((id, serde_json::from_str(&body).unwrap()));
+    StatusCode::NO_CONTENT
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        let state = Arc::new(ReceiverState::default());
+        let app = Router::new()
+            .route("/hook", post(receive))
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let stop = CancellationToken::new();
+        let until = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { until.cancelled().await })
+                .await
+                .unwrap();
+        });
+        Receiver { url, state, stop }
+    }
+
+    fn types(&self) -> Vec<String> {
+        self.state
+            .accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, body)| body["type"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+async fn subscribe(app: &TestApp, receiver: &Receiver, events: Value) -> Value {
+    let created = app
+        .post("/v1/webhook-endpoints")
+        .json(json!({"url": receiver.url, "events": events, "description": "billing"}))
+        .send()
+        .await;
+    created.assert_status(201);
+    *receiver.state.secret.lock().unwrap() = created.body["secret"].as_str().unwrap().to_owned();
+    created.body
+}
+
+async fn event_types(app: &TestApp) -> Vec<String> {
+    sqlx::query_scalar("SELECT type FROM events ORDER BY seq")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap()
+}
+
+async fn plan_100(app: &TestApp) {
+    app.put_plan(
+        "pro",
+        json!({"name": "Pro", "interval": "day", "pools": {"credits": {"allowance": 100}},
+               "operations": {"job": {"cost": 1}}}),
+    )
+    .await;
+    app.create_account("key_1", "pro").await;
+}
+
+#[tokio::test]
+async fn endpoints_are_created_with_a_secret_shown_once_listed_and_deleted() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    let created = subscribe(&app, &receiver, json!(["credits.exhausted"])).await;
+    assert!(created["secret"].as_str().unwrap().starts_with("whsec_"));
+    let id = created["id"].as_str().unwrap();
+    let fetched = app.get(&format!("/v1/webhook-endpoints/{id}")).send().await;
+    fetched.assert_status(200);
+    assert!(
+        fetched.body.get("secret").is_none(),
+        "the secret is shown once"
+    );
+    assert_eq!(fetched.body["events"], json!(["credits.exhausted"]));
+    let list = app.get("/v1/webhook-endpoints").send().await;
+    assert_eq!(list.body["data"].as_array().unwrap().len(), 1);
+    let bad = app
+        .post("/v1/webhook-endpoints")
+        .json(json!({"url": "ftp://x", "events": []}))
+        .send()
+        .await;
+    bad.assert_error(422, "invalid_request");
+    let unknown = app
+        .post("/v1/webhook-endpoints")
+        .json(json!({"url": receiver.url, "events": ["credits.teleported"]}))
+        .send()
+        .await;
+    assert_eq!(unknown.body["error"]["details"]["field"], "events[0]");
+    app.post("/v1/webhook-endpoints")
+        .token(SERVICE)
+        .json(json!({"url": receiver.url}))
+        .send()
+        .await
+        .assert_error(403, "forbidden");
+    app.call(
+        reqwest::Method::DELETE,
+        &format!("/v1/webhook-endpoints/{id}"),
+    )
+    .send()
+    .await
+    .assert_status(204);
+    app.get(&format!("/v1/webhook-endpoints/{id}"))
+        .send()
+        .await
+        .assert_error(404, "webhook_endpoint_not_found");
+}
+
+#[tokio::test]
+async fn thresholds_fire_once_each_and_resolve_after_a_top_up() {
+    let app = spawn_app().await;
+    plan_100(&app).await;
+    app.debit("key_1", json!({"cost": 79}))
+        .await
+        .assert_status(201);
+    assert!(event_types(&app).await.is_empty());
+    app.debit("key_1", json!({"cost": 1}))
+        .await
+        .assert_status(201);
+    app.debit("key_1", json!({"cost": 5}))
+        .await
+        .assert_status(201);
+    assert_eq!(event_types(&app).await, ["credits.threshold_reached"]);
+    app.debit("key_1", json!({"cost": 15}))
+        .await
+        .assert_status(201);
+    for _ in 0..3 {
+        app.debit("key_1", json!({"cost": 1}))
+            .await
+            .assert_error(402, "credits_exhausted");
+    }
+    assert_eq!(
+        event_types(&app).await,
+        [
+            "credits.threshold_reached",
+            "credits.threshold_reached",
+            "credits.exhausted"
+        ]
+    );
+    let thresholds: Vec<i64> = sqlx::query_scalar(
+        "SELECT (payload->>'threshold')::bigint FROM events
+          WHERE type = 'credits.threshold_reached' ORDER BY seq",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(thresholds, vec![80, 100]);
+    app.post("/v1/accounts/key_1/grants")
+        .json(json!({"kind": "pack", "amount": 50}))
+        .send()
+        .await
+        .assert_status(201);
+    let types = event_types(&app).await;
+    assert_eq!(
+        &types[3..],
+        [
+            "grant.created",
+            "credits.threshold_resolved",
+            "credits.threshold_resolved"
+        ]
+    );
+    app.assert_audit_clean().await;
+}
+
+#[tokio::test]
+async fn a_rolled_back_transaction_emits_nothing() {
+    let app = spawn_app().await;
+    plan_100(&app).await;
+    // The SQL outbox function inside a transaction that rolls back.
+    let mut tx = app.db.pool.begin().await.unwrap();
+    sqlx::query("SELECT cl_emit('key_1', 'grant.created', '{}', now())")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert!(event_types(&app).await.is_empty());
+    // Through the API: a plan change refused after the period rolled inside its transaction.
+    app.clock.advance(Duration::days(1) + Duration::seconds(1));
+    app.put_plan(
+        "yearly",
+        json!({"name": "Y", "interval": "year", "pools": {"credits": {"allowance": 5}}}),
+    )
+    .await;
+    app.post("/v1/accounts/key_1/plan")
+        .json(json!({"plan": "yearly", "proration": "difference"}))
+        .send()
+        .await
+        .assert_error(422, "invalid_request");
+    assert!(
+        event_types(&app).await.is_empty(),
+        "the roll and its event were rolled back"
+    );
+    app.get("/v1/accounts/key_1/balance")
+        .send()
+        .await
+        .assert_status(200);
+    assert_eq!(event_types(&app).await, ["grant.expired", "period.rolled"]);
+}
+
+#[tokio::test]
+async fn deliveries_are_signed_and_a_failing_receiver_gets_the_event_after_it_recovers() {
+    let app = spawn_app().await;
+    plan_100(&app).await;
+    let receiver = Receiver::start().await;
+    let endpoint = subscribe(&app, &receiver, json!([])).await;
+    receiver.state.fail_first.store(2, Ordering::SeqCst);
+    app.debit("key_1", json!({"cost": 85}))
+        .await
+        .assert_status(201);
+
+    assert_eq!(app.webhooks().deliver_due(10).await.unwrap(), 1);
+    assert!(receiver.types().is_empty());
+    // Not due again before its backoff.
+    assert_eq!(app.webhooks().deliver_due(10).await.unwrap(), 0);
+    app.clock.advance(Duration::seconds(6));
+    assert_eq!(app.webhooks().deliver_due(10).await.unwrap(), 1);
+    app.clock.advance(Duration::seconds(31));
+    assert_eq!(app.webhooks().deliver_due(10).await.unwrap(), 1);
+    assert_eq!(receiver.types(), ["credits.threshold_reached"]);
+    assert_eq!(receiver.state.calls.load(Ordering::SeqCst), 3);
+    let accepted = receiver.state.accepted.lock().unwrap().clone();
+    assert_eq!(accepted[0].1["data"]["threshold"], 80);
+    assert_eq!(accepted[0].1["data"]["key_id"], "key_1");
+
+    let id = endpoint["id"].as_str().unwrap();
+    let log = app
+        .get(&format!("/v1/webhook-endpoints/{id}/deliveries"))
+        .send()
+        .await;
+    log.assert_status(200);
+    let delivery = &log.body["data"][0];
+    assert_eq!(delivery["status"], "delivered");
+    assert_eq!(delivery["attempts"], 3);
+    assert_eq!(delivery["last_status_code"], 204);
+    assert_eq!(delivery["event_id"].as_str().unwrap(), accepted[0].0);
+}
+
+#[tokio::test]
+async fn deliveries_go_out_in_order_per_account() {
+    let app = spawn_app().await;
+    plan_100(&app).await;
+    let receiver = Receiver::start().await;
+    subscribe(&app, &receiver, json!([])).await;
+    receiver.state.fail_first.store(1, Ordering::SeqCst);
+    app.debit("key_1", json!({"cost": 100}))
+        .await
+        .assert_status(201);
+    app.debit("key_1", json!({"cost": 1}))
+        .await
+        .assert_error(402, "credits_exhausted");
+    // The first event failed: nothing after it goes out until it does.
+    app.webhooks().deliver_due(10).await.unwrap();
+    assert!(receiver.types().is_empty());
+    app.clock.advance(Duration::seconds(6));
+    while app.webhooks().deliver_due(10).await.unwrap() > 0 {}
+    assert_eq!(
+        receiver.types(),
+        [
+            "credits.threshold_reached",
+            "credits.threshold_reached",
+            "credits.exhausted"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_workers_never_make_one_attempt_twice() {
+    let first = spawn_app().await;
+    let second = spawn_app_on(Arc::clone(&first.db)).await;
+    let receiver = Receiver::start().await;
+    subscribe(&first, &receiver, json!(["grant.created"])).await;
+    first
+        .put_plan(
+            "pro",
+            json!({"name": "Pro", "interval": "day", "pools": {"credits": {"allowance": 100}}}),
+        )
+        .await;
+    for i in 0..6 {
+        first.create_account(&format!("k{i}"), "pro").await;
+        for _ in 0..5 {
+            first
+                .post(&format!("/v1/accounts/k{i}/grants"))
+                .json(json!({"kind": "pack", "amount": 1}))
+                .send()
+                .await
+                .assert_status(201);
+        }
+    }
+    let workers = [
+        first.webhooks(),
+        second.webhooks(),
+        first.webhooks(),
+        second.webhooks(),
+    ];
+    let passes = workers.iter().map(|w| async move {
+        let mut made = 0;
+        loop {
+            let n = w.deliver_due(3).await.unwrap();
+            if n == 0 {
+                break made;
+            }
+            made += n;
+        }
+    });
+    let made: usize = futures::future::join_all(passes).await.into_iter().sum();
+    assert_eq!(made, 30);
+    let mut ids: Vec<String> = receiver
+        .state
+        .accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(ids.len(), 30);
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 30, "every event exactly once");
+}
+
+#[tokio::test]
+async fn usage_sums_equal_the_debits() {
+    let app = spawn_app().await;
+    plan_100(&app).await;
+    let mut total = 0;
+    for cost in [3, 7, 11, 2] {
+        app.debit("key_1", json!({"cost": cost, "operation": "job"}))
+            .await
+            .assert_status(201);
+        total += cost;
+    }
+    app.debit("key_1", json!({"operation": "job", "quantity": 4}))
+        .await
+        .assert_status(201);
+    total += 4;
+    let usage = app
+        .get("/v1/accounts/key_1/usage?interval=hour")
+        .send()
+        .await;
+    usage.assert_status(200);
+    let credits: i64 = usage.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["credits"].as_i64().unwrap())
+        .sum();
+    let count: i64 = usage.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["count"].as_i64().unwrap())
+        .sum();
+    assert_eq!((credits, count), (total, 5));
+}
+
+#[tokio::test]
+async fn metrics_are_served_in_prometheus_text() {
+    let app = spawn_app().await;
+    plan_100(&app).await;
+    app.debit("key_1", json!({"cost": 1}))
+        .await
+        .assert_status(201);
+    let response = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = response.text().await.unwrap();
+    for name in [
+        "http_requests_total",
+        "http_request_duration_seconds_bucket",
+        "debits_total",
+        "credits_debited_total",
+        "db_pool_connections",
+    ] {
+        assert!(text.contains(name), "{name} in:\n{text}");
+    }
+}

@@ -1,22 +1,56 @@
--- Unkey integration: shared accounts (one balance for all keys of a customer) and the key that
--- made each debit, so every key's own usage stays visible inside a shared account.
+-- The debit, as one SQL function so that a debit costs one round trip and holds the account's
+-- row lock only while the function runs. Pricing happens in Rust before the call; this function
+-- applies a known cost to the grants of one pool in consumption order:
+--   soonest expires_at first (never-expiring last), then higher priority, then oldest.
+-- src/ledger/rules.rs holds the same order (`consumption_order`) and a test keeps the two equal.
+--
+-- It locks the account row, runs at greatest(caller's now, period start) so a clock a little
+-- behind another process's never misses a roll, refuses a period that has ended (the caller rolls
+-- it first), takes what the grants cannot cover from the pool's overage up to its limit, counts
+-- `used` and the hourly usage rollup, and announces thresholds and the first refusal of a period
+-- through the outbox, all in the caller's one statement.
+--
+-- Outcomes (jsonb, key "outcome"):
+--   ok                   {"debit": {...}} the debit as the API renders it
+--   exhausted            {"available", "allowed", "used", "reset_at"}
+--   account_not_found
+--   unknown_pool
+--   stale_plan           the account moved to another plan after the caller priced the debit
+--   period_ended         the account's period is over: roll it, then call again
+--   replay               {"status", "body"} a stored response for this idempotency key
+--   idempotency_conflict the key was used with other parameters
 
-ALTER TABLE accounts ADD COLUMN shared boolean NOT NULL DEFAULT false;
-CREATE INDEX accounts_shared_external_id ON accounts (external_id, created_at)
-    WHERE shared AND external_id IS NOT NULL;
+-- Writes an event and queues it for every endpoint that wants it, in the caller's transaction.
+CREATE FUNCTION cl_emit(p_key_id text, p_type text, p_payload jsonb, p_now timestamptz)
+RETURNS uuid
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_id  uuid := gen_random_uuid();
+    v_seq bigint;
+BEGIN
+    INSERT INTO events (key_id, id, type, payload, created_at)
+    VALUES (p_key_id, v_id, p_type, p_payload, p_now)
+    RETURNING seq INTO v_seq;
+    INSERT INTO webhook_deliveries (key_id, endpoint_id, event_id, event_seq, event_type, status,
+                                    next_attempt_at, created_at)
+    SELECT p_key_id, e.id, v_id, v_seq, p_type, 'pending', p_now, p_now
+      FROM webhook_endpoints e
+     WHERE cardinality(e.events) = 0 OR p_type = ANY (e.events);
+    RETURN v_id;
+END;
+$$;
 
--- The Unkey keyId that made the debit (NULL when the debit was made on the account directly).
-ALTER TABLE debits ADD COLUMN source_key_id text;
-ALTER TABLE entries ADD COLUMN source_key_id text;
-
--- Usage for dashboards reads debits by account and time.
-CREATE INDEX debits_by_time ON debits (key_id, created_at);
-
--- The debit functions take the source key.
-DROP FUNCTION cl_debit(text, text, bigint, text, bigint, text, integer, jsonb, boolean, text, text,
-                       uuid, timestamptz);
-DROP FUNCTION cl_debit_apply(text, text, bigint, text, bigint, text, integer, jsonb, boolean, uuid,
-                             timestamptz);
+-- Adds a debit to the hourly usage rollup.
+CREATE FUNCTION cl_usage_add(p_key_id text, p_pool text, p_operation text, p_source_key_id text,
+                             p_at timestamptz, p_cost bigint)
+RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO usage_hourly (key_id, hour, pool, operation, source_key_id, credits, count)
+    VALUES (p_key_id, date_trunc('hour', p_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', p_pool,
+            coalesce(p_operation, ''), coalesce(p_source_key_id, ''), p_cost, 1)
+    ON CONFLICT (key_id, hour, pool, operation, source_key_id)
+    DO UPDATE SET credits = usage_hourly.credits + p_cost, count = usage_hourly.count + 1;
+$$;
 
 CREATE FUNCTION cl_debit_apply(
     p_key_id text, p_pool text, p_cost bigint, p_operation text, p_quantity bigint,
@@ -36,6 +70,8 @@ DECLARE
     v_grant     record;
     v_drawn     jsonb := '[]'::jsonb;
     v_now       timestamptz;
+    v_threshold integer;
+    v_alerted   boolean;
 BEGIN
     SELECT * INTO v_account FROM accounts WHERE key_id = p_key_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -76,6 +112,24 @@ BEGIN
         v_available := v_granted - v_pool.overage_used;
 
         IF v_available - p_cost < -v_pool.overage_limit THEN
+            -- The first refusal of the period in this pool is an event (not a ledger change).
+            IF NOT p_dry_run THEN
+                INSERT INTO pool_alerts (key_id, pool, period_start, exhausted_at)
+                VALUES (p_key_id, p_pool, v_account.period_start, v_now)
+                ON CONFLICT (key_id, pool, period_start) DO UPDATE SET exhausted_at = v_now
+                 WHERE pool_alerts.exhausted_at IS NULL
+                RETURNING true INTO v_alerted;
+                IF v_alerted THEN
+                    PERFORM cl_emit(p_key_id, 'credits.exhausted', jsonb_build_object(
+                        'key_id', p_key_id, 'pool', p_pool, 'operation', p_operation,
+                        'required', p_cost, 'available', v_available,
+                        'allowed', v_pool.allowance, 'used', v_pool.used,
+                        'overage_limit', v_pool.overage_limit,
+                        'period', jsonb_build_object('start', v_account.period_start,
+                                                     'end', v_account.period_end),
+                        'reset_at', v_account.period_end), v_now);
+                END IF;
+            END IF;
             RETURN jsonb_build_object(
                 'outcome', 'exhausted',
                 'available', v_available,
@@ -128,6 +182,34 @@ BEGIN
 
     IF NOT p_dry_run THEN
         UPDATE account_pools SET used = used + p_cost WHERE key_id = p_key_id AND pool = p_pool;
+        -- Thresholds of the period's allowance used (the plan's, default 80% and 100%), each
+        -- announced once per period.
+        IF v_pool.allowance > 0 THEN
+            FOR v_threshold IN
+                SELECT t::integer FROM plans p, jsonb_array_elements_text(p.thresholds) t
+                 WHERE p.id = p_plan_id AND p.version = p_plan_version
+            LOOP
+                CONTINUE WHEN NOT (v_pool.used::numeric * 100 < v_threshold::numeric * v_pool.allowance
+                                   AND (v_pool.used + p_cost)::numeric * 100
+                                       >= v_threshold::numeric * v_pool.allowance);
+                v_alerted := NULL;
+                INSERT INTO pool_alerts (key_id, pool, period_start, thresholds_reached)
+                VALUES (p_key_id, p_pool, v_account.period_start, ARRAY[v_threshold])
+                ON CONFLICT (key_id, pool, period_start) DO UPDATE
+                   SET thresholds_reached = array_append(pool_alerts.thresholds_reached, v_threshold)
+                 WHERE NOT (v_threshold = ANY (pool_alerts.thresholds_reached))
+                RETURNING true INTO v_alerted;
+                IF v_alerted THEN
+                    PERFORM cl_emit(p_key_id, 'credits.threshold_reached', jsonb_build_object(
+                        'key_id', p_key_id, 'pool', p_pool, 'threshold', v_threshold,
+                        'used', v_pool.used + p_cost, 'allowance', v_pool.allowance,
+                        'available', v_available,
+                        'period', jsonb_build_object('start', v_account.period_start,
+                                                     'end', v_account.period_end)), v_now);
+                END IF;
+            END LOOP;
+        END IF;
+        PERFORM cl_usage_add(p_key_id, p_pool, p_operation, p_source_key_id, v_now, p_cost);
         INSERT INTO debits (key_id, id, pool, operation, quantity, cost, plan_id, plan_version,
                             remaining, reset_at, drawn, metadata, overage, source_key_id,
                             created_at)

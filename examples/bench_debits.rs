@@ -16,7 +16,10 @@ use serde_json::json;
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let base = args.get(1).cloned().unwrap_or_else(|| "http://127.0.0.1:8080".into());
+    let base = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| "http://127.0.0.1:8080".into());
     let admin = args.get(2).cloned().unwrap_or_else(|| "adm".into());
     let service = args.get(3).cloned().unwrap_or_else(|| "svc".into());
     let total: usize = args.get(4).and_then(|n| n.parse().ok()).unwrap_or(20_000);
@@ -47,7 +50,11 @@ async fn main() {
             .send()
             .await
             .unwrap();
-        assert!(created.status().is_success(), "account: {}", created.status());
+        assert!(
+            created.status().is_success(),
+            "account: {}",
+            created.status()
+        );
     }
 
     for (name, spread) in [("one hot account", 1usize), ("1000 accounts", 1000)] {
@@ -55,8 +62,12 @@ async fn main() {
         let started = Instant::now();
         let workers: Vec<_> = (0..concurrency)
             .map(|_| {
-                let (client, base, service, next) =
-                    (client.clone(), base.clone(), service.clone(), Arc::clone(&next));
+                let (client, base, service, next) = (
+                    client.clone(),
+                    base.clone(),
+                    service.clone(),
+                    Arc::clone(&next),
+                );
                 let accounts = accounts[..spread].to_vec();
                 tokio::spawn(async move {
                     let mut failed = 0usize;

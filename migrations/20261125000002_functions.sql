@@ -40,6 +40,64 @@ BEGIN
 END;
 $$;
 
+-- Announces the thresholds of a period's allowance used (the plan's, default 80% and 100%) that
+-- `used` just crossed, each once per period. Called by every path that raises `used`.
+CREATE FUNCTION cl_announce_thresholds(
+    p_key_id text, p_pool text, p_plan_id text, p_plan_version integer,
+    p_period_start timestamptz, p_period_end timestamptz, p_allowance bigint,
+    p_old_used bigint, p_new_used bigint, p_available bigint, p_now timestamptz)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_threshold integer;
+    v_alerted   boolean;
+BEGIN
+    IF p_allowance IS NULL OR p_allowance <= 0 THEN
+        RETURN;
+    END IF;
+    FOR v_threshold IN
+        SELECT t::integer FROM plans p, jsonb_array_elements_text(p.thresholds) t
+         WHERE p.id = p_plan_id AND p.version = p_plan_version
+    LOOP
+        CONTINUE WHEN NOT (p_old_used::numeric * 100 < v_threshold::numeric * p_allowance
+                           AND p_new_used::numeric * 100 >= v_threshold::numeric * p_allowance);
+        v_alerted := NULL;
+        INSERT INTO pool_alerts (key_id, pool, period_start, thresholds_reached)
+        VALUES (p_key_id, p_pool, p_period_start, ARRAY[v_threshold])
+        ON CONFLICT (key_id, pool, period_start) DO UPDATE
+           SET thresholds_reached = array_append(pool_alerts.thresholds_reached, v_threshold)
+         WHERE NOT (v_threshold = ANY (pool_alerts.thresholds_reached))
+        RETURNING true INTO v_alerted;
+        IF v_alerted THEN
+            PERFORM cl_emit(p_key_id, 'credits.threshold_reached', jsonb_build_object(
+                'key_id', p_key_id, 'pool', p_pool, 'threshold', v_threshold,
+                'used', p_new_used, 'allowance', p_allowance, 'available', p_available,
+                'period', jsonb_build_object('start', p_period_start, 'end', p_period_end)),
+                p_now);
+        END IF;
+    END LOOP;
+END;
+$$;
+
+-- Announces the first refusal of a period in a pool (not a ledger change).
+CREATE FUNCTION cl_announce_exhausted(
+    p_key_id text, p_pool text, p_period_start timestamptz, p_details jsonb, p_now timestamptz)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_alerted boolean;
+BEGIN
+    INSERT INTO pool_alerts (key_id, pool, period_start, exhausted_at)
+    VALUES (p_key_id, p_pool, p_period_start, p_now)
+    ON CONFLICT (key_id, pool, period_start) DO UPDATE SET exhausted_at = p_now
+     WHERE pool_alerts.exhausted_at IS NULL
+    RETURNING true INTO v_alerted;
+    IF v_alerted THEN
+        PERFORM cl_emit(p_key_id, 'credits.exhausted', p_details, p_now);
+    END IF;
+END;
+$$;
+
 -- Adds a debit to the hourly usage rollup.
 CREATE FUNCTION cl_usage_add(p_key_id text, p_pool text, p_operation text, p_source_key_id text,
                              p_at timestamptz, p_cost bigint)
@@ -70,8 +128,6 @@ DECLARE
     v_grant     record;
     v_drawn     jsonb := '[]'::jsonb;
     v_now       timestamptz;
-    v_threshold integer;
-    v_alerted   boolean;
 BEGIN
     SELECT * INTO v_account FROM accounts WHERE key_id = p_key_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -114,21 +170,16 @@ BEGIN
         IF v_available - p_cost < -v_pool.overage_limit THEN
             -- The first refusal of the period in this pool is an event (not a ledger change).
             IF NOT p_dry_run THEN
-                INSERT INTO pool_alerts (key_id, pool, period_start, exhausted_at)
-                VALUES (p_key_id, p_pool, v_account.period_start, v_now)
-                ON CONFLICT (key_id, pool, period_start) DO UPDATE SET exhausted_at = v_now
-                 WHERE pool_alerts.exhausted_at IS NULL
-                RETURNING true INTO v_alerted;
-                IF v_alerted THEN
-                    PERFORM cl_emit(p_key_id, 'credits.exhausted', jsonb_build_object(
+                PERFORM cl_announce_exhausted(p_key_id, p_pool, v_account.period_start,
+                    jsonb_build_object(
                         'key_id', p_key_id, 'pool', p_pool, 'operation', p_operation,
                         'required', p_cost, 'available', v_available,
                         'allowed', v_pool.allowance, 'used', v_pool.used,
                         'overage_limit', v_pool.overage_limit,
                         'period', jsonb_build_object('start', v_account.period_start,
                                                      'end', v_account.period_end),
-                        'reset_at', v_account.period_end), v_now);
-                END IF;
+                        'reset_at', v_account.period_end),
+                    v_now);
             END IF;
             RETURN jsonb_build_object(
                 'outcome', 'exhausted',
@@ -182,33 +233,10 @@ BEGIN
 
     IF NOT p_dry_run THEN
         UPDATE account_pools SET used = used + p_cost WHERE key_id = p_key_id AND pool = p_pool;
-        -- Thresholds of the period's allowance used (the plan's, default 80% and 100%), each
-        -- announced once per period.
-        IF v_pool.allowance > 0 THEN
-            FOR v_threshold IN
-                SELECT t::integer FROM plans p, jsonb_array_elements_text(p.thresholds) t
-                 WHERE p.id = p_plan_id AND p.version = p_plan_version
-            LOOP
-                CONTINUE WHEN NOT (v_pool.used::numeric * 100 < v_threshold::numeric * v_pool.allowance
-                                   AND (v_pool.used + p_cost)::numeric * 100
-                                       >= v_threshold::numeric * v_pool.allowance);
-                v_alerted := NULL;
-                INSERT INTO pool_alerts (key_id, pool, period_start, thresholds_reached)
-                VALUES (p_key_id, p_pool, v_account.period_start, ARRAY[v_threshold])
-                ON CONFLICT (key_id, pool, period_start) DO UPDATE
-                   SET thresholds_reached = array_append(pool_alerts.thresholds_reached, v_threshold)
-                 WHERE NOT (v_threshold = ANY (pool_alerts.thresholds_reached))
-                RETURNING true INTO v_alerted;
-                IF v_alerted THEN
-                    PERFORM cl_emit(p_key_id, 'credits.threshold_reached', jsonb_build_object(
-                        'key_id', p_key_id, 'pool', p_pool, 'threshold', v_threshold,
-                        'used', v_pool.used + p_cost, 'allowance', v_pool.allowance,
-                        'available', v_available,
-                        'period', jsonb_build_object('start', v_account.period_start,
-                                                     'end', v_account.period_end)), v_now);
-                END IF;
-            END LOOP;
-        END IF;
+        PERFORM cl_announce_thresholds(p_key_id, p_pool, p_plan_id, p_plan_version,
+                                       v_account.period_start, v_account.period_end,
+                                       v_pool.allowance, v_pool.used, v_pool.used + p_cost,
+                                       v_available, v_now);
         PERFORM cl_usage_add(p_key_id, p_pool, p_operation, p_source_key_id, v_now, p_cost);
         INSERT INTO debits (key_id, id, pool, operation, quantity, cost, plan_id, plan_version,
                             remaining, reset_at, drawn, metadata, overage, source_key_id,

@@ -174,6 +174,12 @@ impl Config {
                     retries: number("UNKEY_RETRIES", lookup("UNKEY_RETRIES"), 1, |n| {
                         (0..=3).contains(n)
                     })?,
+                    budget: Duration::from_millis(number(
+                        "UNKEY_BUDGET_MS",
+                        lookup("UNKEY_BUDGET_MS"),
+                        5000,
+                        |n| (10..=30_000).contains(n),
+                    )?),
                 }),
             },
             default_plan: lookup("LEDGER_DEFAULT_PLAN"),
@@ -184,13 +190,18 @@ impl Config {
                     .collect(),
                 Some(raw) => raw
                     .split(',')
-                    .map(|s| s.trim().parse::<u64>().ok().filter(|n| *n <= 7 * 86_400))
+                    .map(|s| {
+                        s.trim()
+                            .parse::<u64>()
+                            .ok()
+                            .filter(|n| (1..=7 * 86_400).contains(n))
+                    })
                     .collect::<Option<Vec<u64>>>()
                     .filter(|list| !list.is_empty() && list.len() <= 50)
                     .ok_or_else(|| ConfigError {
                         name: "LEDGER_WEBHOOK_RETRY_SECONDS",
                         reason: format!(
-                            "{raw:?} is not a comma-separated list of 1 to 50 delays in seconds"
+                            "{raw:?} is not a comma-separated list of 1 to 50 delays of 1 to 604800 seconds"
                         ),
                     })?
                     .into_iter()
@@ -293,6 +304,19 @@ mod tests {
         assert_eq!(
             parse(&[("LEDGER_KEY_CACHE_SECS", "31")]).unwrap_err().name,
             "LEDGER_KEY_CACHE_SECS"
+        );
+        assert_eq!(
+            parse(&[("LEDGER_WEBHOOK_RETRY_SECONDS", "5,0,60")])
+                .unwrap_err()
+                .name,
+            "LEDGER_WEBHOOK_RETRY_SECONDS"
+        );
+        assert_eq!(
+            parse(&[("LEDGER_WEBHOOK_RETRY_SECONDS", "1, 2,3")])
+                .unwrap()
+                .webhook_retry
+                .len(),
+            3
         );
     }
 

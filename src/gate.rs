@@ -80,6 +80,8 @@ impl From<UnkeyError> for GateError {
 
 pub struct Gate {
     client: UnkeyClient,
+    /// The most one request waits on Unkey (`UNKEY_BUDGET_MS`).
+    budget: Duration,
     /// Positive verifications for `/v1/me/*`, by SHA-256 of the key (never the key itself).
     cache: Option<moka::sync::Cache<[u8; 32], Arc<VerifiedKey>>>,
     default_plan: Option<PlanId>,
@@ -169,6 +171,7 @@ impl Gate {
         });
         Ok(Gate {
             client: UnkeyClient::new(settings)?,
+            budget: settings.budget,
             cache,
             default_plan,
         })
@@ -186,6 +189,21 @@ impl Gate {
         judge(data)
     }
 
+    /// Runs a step that waits on Unkey within what is left of the request's budget; past it the
+    /// answer is 503 `auth_unavailable` (fail closed).
+    async fn within_budget<T>(
+        &self,
+        started: tokio::time::Instant,
+        step: impl std::future::Future<Output = Result<T, GateError>>,
+    ) -> Result<T, GateError> {
+        let left = self.budget.saturating_sub(started.elapsed());
+        tokio::time::timeout(left, step).await.unwrap_or_else(|_| {
+            Err(GateError::Unavailable(
+                "Unkey took longer than UNKEY_BUDGET_MS".into(),
+            ))
+        })
+    }
+
     /// Verifies a customer's key for reading its own data, spending nothing. Positive answers
     /// are reused for a short while (`LEDGER_KEY_CACHE_SECS`).
     pub async fn identify(&self, key: &str) -> Result<Arc<VerifiedKey>, GateError> {
@@ -193,7 +211,8 @@ impl Gate {
         if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(&hash)) {
             return Ok(hit);
         }
-        let verified = Arc::new(self.verify(key).await?);
+        let started = tokio::time::Instant::now();
+        let verified = Arc::new(self.within_budget(started, self.verify(key)).await?);
         if let Some(cache) = &self.cache {
             cache.insert(hash, Arc::clone(&verified));
         }
@@ -218,7 +237,8 @@ impl Gate {
         mut request: DebitRequest,
         idempotency: Option<&Idempotency>,
     ) -> Result<Verified, GateError> {
-        let verified = self.verify(key).await?;
+        let started = tokio::time::Instant::now();
+        let verified = self.within_budget(started, self.verify(key)).await?;
         let account = self.account_of(ledger, &verified).await?;
 
         // The plan decides the burst limits; a new key's plan comes from its Unkey meta.
@@ -230,7 +250,9 @@ impl Gate {
                 (plan, Some(id))
             }
         };
-        let ratelimit = self.apply_ratelimits(&verified, &plan).await?;
+        let ratelimit = self
+            .within_budget(started, self.apply_ratelimits(&verified, &plan))
+            .await?;
 
         if let Some(plan_id) = provision {
             ledger

@@ -9,6 +9,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use super::accounts::page_limit;
 use super::auth::{bearer, Service};
@@ -48,8 +49,8 @@ fn rate_headers(mut error: ApiError, state: &RateState) -> ApiError {
 }
 
 fn retry_after_seconds(reset_ms: i64) -> i64 {
-    let wait_ms = reset_ms - Utc::now().timestamp_millis();
-    ((wait_ms + 999) / 1000).max(1)
+    let wait_ms = reset_ms.saturating_sub(Utc::now().timestamp_millis());
+    (wait_ms.saturating_add(999) / 1000).max(1)
 }
 
 impl From<GateError> for ApiError {
@@ -150,9 +151,12 @@ pub async fn verify(
     let gate = gate(&state)?;
     let idempotency = idempotency_key.map(|key| Idempotency {
         key,
+        // The customer key is part of the request (as a hash): keys of one shared account must
+        // not replay each other's debits.
         request_hash: request_hash(
             "POST /v1/verify",
-            &json!({"operation": request.spec.operation, "quantity": request.spec.quantity,
+            &json!({"key": hex::encode(Sha256::digest(body.key.as_bytes())),
+                    "operation": request.spec.operation, "quantity": request.spec.quantity,
                     "cost": request.spec.cost, "pool": request.spec.pool,
                     "metadata": request.metadata}),
         ),
@@ -194,13 +198,19 @@ pub async fn verify(
 /// The customer's own key, from `Authorization: Bearer <key>`.
 pub struct CustomerKey(String);
 
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CustomerKey {
+impl axum::extract::FromRequestParts<AppState> for CustomerKey {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let key = bearer(parts).ok_or_else(|| {
             ApiError::unauthorized("send your API key as 'Authorization: Bearer <key>'")
         })?;
+        // A ledger token sent here by mistake is not passed on to Unkey.
+        if state.tokens.role_of(key).is_some() {
+            return Err(ApiError::unauthorized(
+                "this is a ledger admin or service token; /v1/me/* takes a customer's own API key",
+            ));
+        }
         if key.len() > KEY_MAX {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,

@@ -62,3 +62,55 @@ pub async fn mark_resolved(
     .await?;
     Ok(())
 }
+
+/// Announces the thresholds `used` crossed going from `old_used` to `new_used` (SQL function
+/// `cl_announce_thresholds`, which the debit function uses too).
+#[allow(clippy::too_many_arguments)]
+pub async fn announce_thresholds(
+    conn: &mut PgConnection,
+    key_id: &str,
+    pool: &str,
+    plan_id: &str,
+    plan_version: i32,
+    period: (DateTime<Utc>, DateTime<Utc>),
+    allowance: Option<i64>,
+    used: (i64, i64),
+    available: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT cl_announce_thresholds($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
+        .bind(key_id)
+        .bind(pool)
+        .bind(plan_id)
+        .bind(plan_version)
+        .bind(period.0)
+        .bind(period.1)
+        .bind(allowance)
+        .bind(used.0)
+        .bind(used.1)
+        .bind(available)
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Announces the first refusal of the period in a pool (SQL function `cl_announce_exhausted`).
+pub async fn announce_exhausted(
+    conn: &mut PgConnection,
+    key_id: &str,
+    pool: &str,
+    period_start: DateTime<Utc>,
+    details: &serde_json::Value,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT cl_announce_exhausted($1, $2, $3, $4, $5)")
+        .bind(key_id)
+        .bind(pool)
+        .bind(period_start)
+        .bind(Json(details))
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -5,7 +5,7 @@ use sqlx::types::Json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Clone, sqlx::FromRow)]
 pub struct EndpointRow {
     pub id: Uuid,
     pub url: String,
@@ -101,7 +101,7 @@ pub async fn deliveries(
 }
 
 /// An attempt claimed by a worker: what to send and where.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Clone, sqlx::FromRow)]
 pub struct Claimed {
     pub key_id: String,
     pub endpoint_id: Uuid,
@@ -186,4 +186,26 @@ pub async fn record_attempt(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+// The endpoint secret never reaches a log line.
+impl std::fmt::Debug for EndpointRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointRow")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Claimed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claimed")
+            .field("key_id", &self.key_id)
+            .field("endpoint_id", &self.endpoint_id)
+            .field("event_id", &self.event_id)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
 }

@@ -303,21 +303,45 @@ impl Ledger {
                 .ok_or_else(|| LedgerError::OutOfRange("the pool's credits exceed i64".into()))?;
             let available = granted - counters.overage_used;
             // A hold takes only credits the grants have: never overage.
-            let taken = rules::draw(&keyed, charge.cost)
-                .filter(|_| available >= charge.cost)
-                .ok_or_else(|| {
-                    LedgerError::CreditsExhausted(Box::new(Exhausted {
-                        key_id: key_id.clone(),
-                        pool: charge.pool.clone(),
-                        operation: operation.map(str::to_owned),
-                        required: charge.cost,
-                        available,
-                        allowed: counters.allowance,
-                        used: counters.used,
-                        overage_limit: 0,
-                        reset_at: row.period_end,
-                    }))
-                })?;
+            let Some(taken) = rules::draw(&keyed, charge.cost).filter(|_| available >= charge.cost)
+            else {
+                let exhausted = Exhausted {
+                    key_id: key_id.clone(),
+                    pool: charge.pool.clone(),
+                    operation: operation.map(str::to_owned),
+                    required: charge.cost,
+                    available,
+                    allowed: counters.allowance,
+                    used: counters.used,
+                    overage_limit: 0,
+                    reset_at: row.period_end,
+                };
+                // The refusal changes nothing, but its first of the period is announced, in a
+                // transaction of its own.
+                tx.rollback().await?;
+                let mut tx = self.db().begin().await?;
+                // The account lock first, as every writer of the account takes it: without it
+                // this insert and a concurrent commit's threshold insert would deadlock.
+                db::accounts::lock(&mut tx, key_id.as_str()).await?;
+                let details = serde_json::json!({
+                    "key_id": key_id, "pool": charge.pool, "operation": operation,
+                    "required": charge.cost, "available": available,
+                    "allowed": counters.allowance, "used": counters.used, "overage_limit": 0,
+                    "period": {"start": row.period_start, "end": row.period_end},
+                    "reset_at": row.period_end,
+                });
+                db::events::announce_exhausted(
+                    &mut tx,
+                    key_id.as_str(),
+                    pool,
+                    row.period_start,
+                    &details,
+                    now,
+                )
+                .await?;
+                tx.commit().await?;
+                return Err(LedgerError::CreditsExhausted(Box::new(exhausted)));
+            };
             let empty = serde_json::json!({});
             let mut balance = available;
             for (grant_id, take) in taken {
@@ -407,6 +431,9 @@ impl Ledger {
         let account = db::accounts::get(&mut tx, &r.key_id)
             .await?
             .ok_or_else(|| corrupt(format!("account {} vanished", r.key_id)))?;
+        let counters = db::accounts::pool(&mut tx, &r.key_id, &r.pool)
+            .await?
+            .ok_or_else(|| corrupt(format!("pool {} of {} has no counters", r.pool, r.key_id)))?;
         let debit_id = Uuid::now_v7();
         // The committed amount, taken from the hold's parts in the order they were drawn.
         let mut left = amount;
@@ -461,6 +488,19 @@ impl Ledger {
                 reservation_id: Some(r.id),
                 now,
             },
+        )
+        .await?;
+        db::events::announce_thresholds(
+            &mut tx,
+            &r.key_id,
+            &r.pool,
+            &r.plan_id,
+            r.plan_version,
+            (account.period_start, account.period_end),
+            counters.allowance,
+            (counters.used, counters.used + amount),
+            remaining,
+            now,
         )
         .await?;
         db::reservations::finish(

@@ -19,6 +19,8 @@ pub struct UnkeySettings {
     pub timeout: Duration,
     /// Attempts after the first, for 429, 5xx, timeouts and connection errors.
     pub retries: u32,
+    /// The most one request may spend waiting on Unkey, all calls and retries together.
+    pub budget: Duration,
 }
 
 impl std::fmt::Debug for UnkeySettings {
@@ -30,6 +32,7 @@ impl std::fmt::Debug for UnkeySettings {
             .field("connect_timeout", &self.connect_timeout)
             .field("timeout", &self.timeout)
             .field("retries", &self.retries)
+            .field("budget", &self.budget)
             .finish()
     }
 }
@@ -186,17 +189,19 @@ impl UnkeyClient {
         &self,
         request: &VerifyKeyRequest,
     ) -> Result<VerifyKeyData, UnkeyError> {
-        self.post("/v2/keys.verifyKey", request).await
+        self.post("/v2/keys.verifyKey", request, true).await
     }
 
+    /// Not retried after a timeout: the first attempt may have counted against the limit.
     pub async fn ratelimit(&self, request: &RatelimitRequest) -> Result<RatelimitData, UnkeyError> {
-        self.post("/v2/ratelimit.limit", request).await
+        self.post("/v2/ratelimit.limit", request, false).await
     }
 
     async fn post<B: Serialize, T: for<'de> Deserialize<'de>>(
         &self,
         path: &'static str,
         body: &B,
+        retry_timeouts: bool,
     ) -> Result<T, UnkeyError> {
         let url = format!("{}{path}", self.base_url);
         let mut attempt = 0;
@@ -245,6 +250,10 @@ impl UnkeyClient {
                             detail,
                         });
                     }
+                }
+                Err(err) if err.is_timeout() && !retry_timeouts => {
+                    metrics::counter!("unkey_errors_total", "path" => path).increment(1);
+                    return Err(UnkeyError::Unavailable(format!("{path} timed out")));
                 }
                 Err(err) if err.is_timeout() => format!("{path} timed out"),
                 Err(err) => format!("{path} could not be reached: {}", error_chain(&err)),

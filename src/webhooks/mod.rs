@@ -315,7 +315,8 @@ impl Webhooks {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(poll) => {}
                 }
-                loop {
+                // Work through a backlog, but let a shutdown in between passes.
+                while !shutdown.is_cancelled() {
                     match self.deliver_due(50).await {
                         Ok(n) if n > 0 => continue,
                         Ok(_) => break,

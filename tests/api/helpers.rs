@@ -159,6 +159,14 @@ pub async fn spawn_app_with(settings: &[(&str, &str)]) -> TestApp {
 }
 
 async fn spawn_configured(db: Arc<TestDb>, settings: &[(&str, &str)]) -> TestApp {
+    // The service's warnings and errors show in a failing test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
     let config = Config::from_lookup(|name| {
         if let Some((_, value)) = settings.iter().find(|(n, _)| *n == name) {
             return Some((*value).to_owned());

@@ -408,12 +408,70 @@ async fn me_routes_show_only_the_keys_own_data() {
         .send()
         .await
         .assert_error(401, "unauthorized");
-    // A service token is not a customer key.
+    // A ledger token is not a customer key, and is not passed on to Unkey.
+    let calls = unkey.received().len();
     app.get("/v1/me/balance")
         .token(SERVICE)
         .send()
         .await
-        .assert_error(401, "invalid_key");
+        .assert_error(401, "unauthorized");
+    assert_eq!(unkey.received().len(), calls);
+}
+
+#[tokio::test]
+async fn keys_of_one_shared_account_do_not_replay_each_others_debits() {
+    let (app, unkey) = setup(&[]).await;
+    app.put("/v1/accounts/pool_1")
+        .json(json!({"plan": "pro", "external_id": "org_1", "shared": true}))
+        .send()
+        .await
+        .assert_status(201);
+    for (key, key_id) in [("sk_a", "key_a"), ("sk_b", "key_b")] {
+        unkey.add_key(
+            key,
+            Key::Valid {
+                key_id: key_id.into(),
+                meta: json!({}),
+                external_id: Some("org_1".into()),
+            },
+        );
+    }
+    let send = |key: &'static str| {
+        app.post("/v1/verify")
+            .token(SERVICE)
+            .idempotency_key("job-7")
+            .json(json!({"key": key, "operation": "search"}))
+            .send()
+    };
+    let a = send("sk_a").await;
+    a.assert_status(200);
+    send("sk_b")
+        .await
+        .assert_error(409, "idempotency_key_reused");
+    let again = send("sk_a").await;
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.body["debit"], a.body["debit"]);
+}
+
+#[tokio::test]
+async fn a_slow_unkey_answers_503_once_the_budget_is_spent() {
+    let (app, unkey) = setup(&[
+        ("UNKEY_TIMEOUT_MS", "400"),
+        ("UNKEY_RETRIES", "3"),
+        ("UNKEY_BUDGET_MS", "600"),
+    ])
+    .await;
+    unkey.valid("sk_1", "key_1", json!({"plan": "pro"}));
+    unkey.delay_answers(std::time::Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    verify(&app, "sk_1", json!({"operation": "search"}))
+        .await
+        .assert_error(503, "auth_unavailable");
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

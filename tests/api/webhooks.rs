@@ -254,6 +254,36 @@ async fn thresholds_fire_once_each_and_resolve_after_a_top_up() {
 }
 
 #[tokio::test]
+async fn reservations_announce_thresholds_and_the_first_refusal_too() {
+    let app = spawn_app().await;
+    plan_100(&app).await;
+    let held = app
+        .post("/v1/accounts/key_1/reservations")
+        .json(json!({"cost": 90}))
+        .send()
+        .await;
+    held.assert_status(201);
+    let id = held.body["id"].as_str().unwrap();
+    app.post(&format!("/v1/reservations/{id}/commit"))
+        .send()
+        .await
+        .assert_status(200);
+    assert_eq!(event_types(&app).await, ["credits.threshold_reached"]);
+    for _ in 0..2 {
+        app.post("/v1/accounts/key_1/reservations")
+            .json(json!({"cost": 20}))
+            .send()
+            .await
+            .assert_error(402, "credits_exhausted");
+    }
+    assert_eq!(
+        event_types(&app).await,
+        ["credits.threshold_reached", "credits.exhausted"]
+    );
+    app.assert_audit_clean().await;
+}
+
+#[tokio::test]
 async fn a_rolled_back_transaction_emits_nothing() {
     let app = spawn_app().await;
     plan_100(&app).await;

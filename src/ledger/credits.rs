@@ -129,6 +129,24 @@ pub struct Adjustment {
     pub created_at: DateTime<Utc>,
 }
 
+/// Drawable grants as consumption order sees them, with what each has left.
+pub(crate) fn drawable_keys(grants: &[GrantRecord]) -> Vec<(OrderKey, i64)> {
+    grants
+        .iter()
+        .map(|g| {
+            (
+                OrderKey {
+                    expires_at: g.expires_at,
+                    priority: g.priority,
+                    created_at: g.created_at,
+                    id: g.id,
+                },
+                g.remaining,
+            )
+        })
+        .collect()
+}
+
 /// Locks the account and brings it up to date. Returns it with the instant the operation runs
 /// at: `now`, or the start of the current period if another process (with a clock a little
 /// ahead, or while this one waited for the lock) already rolled into it.
@@ -355,20 +373,7 @@ impl Ledger {
             .await?;
         } else if delta < 0 {
             let grants = db::grants::drawable(&mut tx, key_id.as_str(), pool, now).await?;
-            let keyed: Vec<(OrderKey, i64)> = grants
-                .iter()
-                .map(|g| {
-                    (
-                        OrderKey {
-                            expires_at: g.expires_at,
-                            priority: g.priority,
-                            created_at: g.created_at,
-                            id: g.id,
-                        },
-                        g.remaining,
-                    )
-                })
-                .collect();
+            let keyed = drawable_keys(&grants);
             let taken = rules::draw(&keyed, -delta).ok_or_else(|| LedgerError::Unprocessable {
                 code: "adjustment_exceeds_available",
                 message: format!("pool {pool} cannot cover a decrement of {}", -delta),

@@ -16,11 +16,12 @@ use sqlx::PgConnection;
 use tracing::instrument;
 use uuid::Uuid;
 
+use super::credits::drawable_keys;
 use super::events;
 use super::lifecycle::current_plan;
 use super::model::{Debit, Drawn};
 use super::ops::{claim, finish, Idempotency, Ledger, Outcome};
-use super::rules::{self, DebitSpec, OrderKey, PriceError};
+use super::rules::{self, DebitSpec, PriceError};
 use super::types::{KeyId, PlanId, PoolName};
 use super::{Exhausted, LedgerError};
 use crate::db;
@@ -283,20 +284,7 @@ impl Ledger {
         let mut remaining = None;
         if counters.allowance.is_some() {
             let grants = db::grants::drawable(&mut tx, key_id.as_str(), pool, now).await?;
-            let keyed: Vec<(OrderKey, i64)> = grants
-                .iter()
-                .map(|g| {
-                    (
-                        OrderKey {
-                            expires_at: g.expires_at,
-                            priority: g.priority,
-                            created_at: g.created_at,
-                            id: g.id,
-                        },
-                        g.remaining,
-                    )
-                })
-                .collect();
+            let keyed = drawable_keys(&grants);
             let granted = grants
                 .iter()
                 .try_fold(0i64, |sum, g| sum.checked_add(g.remaining))

@@ -66,33 +66,12 @@ async fn ledger() -> TestApp {
     app
 }
 
-/// A pack straight into the database with its journal entry, as the grant routes will write it.
+/// A pack created a day ago, as a debit must partly draw from it.
 async fn add_pack(app: &TestApp, key_id: &str, amount: i64) -> Uuid {
-    let id = Uuid::now_v7();
-    let at = Utc::now() - Duration::days(1);
-    sqlx::query(
-        "INSERT INTO grants (key_id, id, pool, kind, amount, remaining, effective_at, created_at)
-         VALUES ($1, $2, 'credits', 'pack', $3, $3, $4, $4)",
-    )
-    .bind(key_id)
-    .bind(id)
-    .bind(amount)
-    .bind(at)
-    .execute(&app.db.pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO entries (key_id, pool, kind, amount, grant_id, created_at)
-         VALUES ($1, 'credits', 'grant', $2, $3, $4)",
-    )
-    .bind(key_id)
-    .bind(amount)
-    .bind(id)
-    .bind(at)
-    .execute(&app.db.pool)
-    .await
-    .unwrap();
-    id
+    let created_at = Utc::now() - Duration::days(1);
+    app.insert_grant(key_id, "pack", amount, None, 0, created_at)
+        .await
+        .id
 }
 
 async fn grant_of(app: &TestApp, key_id: &str, kind: &str) -> Uuid {

@@ -1,56 +1,9 @@
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
-use uuid::Uuid;
 
 use credit_ledger::ledger::rules::{consumption_order, OrderKey};
 
-use crate::helpers::{spawn_app, TestApp, SERVICE};
-
-/// Puts a grant straight into the database with its journal entry, as the grant routes of a
-/// later issue will, so that consumption order can be tested over many kinds of grant.
-async fn add_grant(
-    app: &TestApp,
-    key_id: &str,
-    kind: &str,
-    amount: i64,
-    expires_at: Option<DateTime<Utc>>,
-    priority: i32,
-    created_at: DateTime<Utc>,
-) -> OrderKey {
-    let id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO grants (key_id, id, pool, kind, amount, remaining, effective_at, expires_at,
-                             priority, created_at)
-         VALUES ($1, $2, 'credits', $3, $4, $4, $5, $6, $7, $5)",
-    )
-    .bind(key_id)
-    .bind(id)
-    .bind(kind)
-    .bind(amount)
-    .bind(created_at)
-    .bind(expires_at)
-    .bind(priority)
-    .execute(&app.db.pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO entries (key_id, pool, kind, amount, grant_id, created_at)
-         VALUES ($1, 'credits', 'grant', $2, $3, $4)",
-    )
-    .bind(key_id)
-    .bind(amount)
-    .bind(id)
-    .bind(created_at)
-    .execute(&app.db.pool)
-    .await
-    .unwrap();
-    OrderKey {
-        expires_at,
-        priority,
-        created_at,
-        id,
-    }
-}
+use crate::helpers::{spawn_app, SERVICE};
 
 #[tokio::test]
 async fn a_debit_charges_price_times_quantity_and_reports_what_is_left() {
@@ -240,20 +193,13 @@ async fn debits_draw_from_grants_in_consumption_order() {
     let soon = now + Duration::hours(2);
     let mut grants = vec![
         allowance,
-        add_grant(&app, "key_1", "pack", 10, None, 0, now - Duration::days(40)).await,
-        add_grant(&app, "key_1", "pack", 10, None, 0, now - Duration::days(2)).await,
-        add_grant(
-            &app,
-            "key_1",
-            "promotional",
-            10,
-            None,
-            9,
-            now - Duration::days(1),
-        )
-        .await,
-        add_grant(
-            &app,
+        app.insert_grant("key_1", "pack", 10, None, 0, now - Duration::days(40))
+            .await,
+        app.insert_grant("key_1", "pack", 10, None, 0, now - Duration::days(2))
+            .await,
+        app.insert_grant("key_1", "promotional", 10, None, 9, now - Duration::days(1))
+            .await,
+        app.insert_grant(
             "key_1",
             "rollover",
             10,
@@ -262,8 +208,7 @@ async fn debits_draw_from_grants_in_consumption_order() {
             now - Duration::days(3),
         )
         .await,
-        add_grant(
-            &app,
+        app.insert_grant(
             "key_1",
             "adjustment",
             10,
@@ -273,8 +218,7 @@ async fn debits_draw_from_grants_in_consumption_order() {
         )
         .await,
         // Already expired: must never be drawn.
-        add_grant(
-            &app,
+        app.insert_grant(
             "key_1",
             "pack",
             10,
@@ -333,16 +277,8 @@ async fn a_debit_spanning_grants_writes_one_entry_per_grant_with_running_balance
     let app = spawn_app().await;
     app.create_plan("pro", Some(10)).await;
     app.create_account("key_1", "pro").await;
-    add_grant(
-        &app,
-        "key_1",
-        "pack",
-        50,
-        None,
-        0,
-        Utc::now() - Duration::days(1),
-    )
-    .await;
+    app.insert_grant("key_1", "pack", 50, None, 0, Utc::now() - Duration::days(1))
+        .await;
     let debit = app.debit("key_1", json!({"cost": 25})).await;
     debit.assert_status(201);
     assert_eq!(debit.body["drawn"].as_array().unwrap().len(), 2);
@@ -520,8 +456,7 @@ async fn a_grant_stops_counting_at_its_expiry_instant() {
     app.create_account("key_1", "pro").await;
     let now = Utc::now();
     let expiry = now + Duration::minutes(30);
-    add_grant(
-        &app,
+    app.insert_grant(
         "key_1",
         "pack",
         100,

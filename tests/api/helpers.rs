@@ -14,6 +14,9 @@ use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use credit_ledger::ledger::rules::OrderKey;
 
 use credit_ledger::app::{self, AppState};
 use credit_ledger::config::Config;
@@ -453,6 +456,53 @@ impl TestApp {
             .fetch_one(&self.db.pool)
             .await
             .unwrap()
+    }
+
+    /// Puts a grant straight into the database with its `grant` journal entry, effective and
+    /// created at `created_at`: the grant routes cannot backdate a grant, and consumption order
+    /// and the audit are tested over grants of many ages and kinds.
+    pub async fn insert_grant(
+        &self,
+        key_id: &str,
+        kind: &str,
+        amount: i64,
+        expires_at: Option<DateTime<Utc>>,
+        priority: i32,
+        created_at: DateTime<Utc>,
+    ) -> OrderKey {
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO grants (key_id, id, pool, kind, amount, remaining, effective_at, expires_at,
+                                 priority, created_at)
+             VALUES ($1, $2, 'credits', $3, $4, $4, $5, $6, $7, $5)",
+        )
+        .bind(key_id)
+        .bind(id)
+        .bind(kind)
+        .bind(amount)
+        .bind(created_at)
+        .bind(expires_at)
+        .bind(priority)
+        .execute(&self.db.pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO entries (key_id, pool, kind, amount, grant_id, created_at)
+             VALUES ($1, 'credits', 'grant', $2, $3, $4)",
+        )
+        .bind(key_id)
+        .bind(amount)
+        .bind(id)
+        .bind(created_at)
+        .execute(&self.db.pool)
+        .await
+        .unwrap();
+        OrderKey {
+            expires_at,
+            priority,
+            created_at,
+            id,
+        }
     }
 
     /// Fails the test when `credit-ledger audit` would report anything (at the app's clock).

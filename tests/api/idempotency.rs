@@ -106,17 +106,11 @@ async fn a_refused_debit_is_not_stored_so_the_key_works_after_a_top_up() {
     };
     send().await.assert_error(402, "credits_exhausted");
     assert_eq!(app.count("idempotency_keys").await, 0);
-    // A top-up (written directly; the grant routes arrive with a later issue).
-    sqlx::query(
-        "WITH g AS (INSERT INTO grants (key_id, id, pool, kind, amount, remaining, effective_at, created_at)
-                    VALUES ('key_1', gen_random_uuid(), 'credits', 'pack', 100, 100, now() - interval '1 minute', now())
-                    RETURNING id)
-         INSERT INTO entries (key_id, pool, kind, amount, grant_id, created_at)
-         SELECT 'key_1', 'credits', 'grant', 100, id, now() FROM g",
-    )
-    .execute(&app.db.pool)
-    .await
-    .unwrap();
+    app.post("/v1/accounts/key_1/grants")
+        .json(json!({"kind": "pack", "amount": 100}))
+        .send()
+        .await
+        .assert_status(201);
     let accepted = send().await;
     accepted.assert_status(201);
     assert!(accepted.header("idempotent-replayed").is_none());

@@ -9,9 +9,9 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, auth::Tokens};
 use crate::config::Config;
 use crate::gate::Gate;
-use crate::ledger::ops::Ledger;
 use crate::ledger::types::PlanId;
 use crate::ledger::Clock;
+use crate::service::Ledger;
 use crate::webhooks::Webhooks;
 use metrics_exporter_prometheus::PrometheusHandle;
 

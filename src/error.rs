@@ -5,9 +5,10 @@ use axum::response::{IntoResponse, Response};
 use chrono::SecondsFormat;
 use serde_json::{json, Value};
 
-use crate::ledger::rules::PriceError;
+use crate::ledger::pricing::PriceError;
 use crate::ledger::types::{InvalidField, DEFAULT_POOL};
 use crate::ledger::{Exhausted, LedgerError};
+use crate::service::ServiceError;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -253,7 +254,19 @@ impl From<LedgerError> for ApiError {
                 "the amounts in this request would exceed the ledger's numeric range",
             )
             .with_details(json!({"reason": message})),
-            LedgerError::Database(db) => {
+            LedgerError::Corrupt(what) => {
+                tracing::error!(error = %what, "the ledger's state is inconsistent");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(err: ServiceError) -> Self {
+        match err {
+            ServiceError::Ledger(err) => err.into(),
+            ServiceError::Database(db) => {
                 if is_unavailable(&db) {
                     tracing::warn!(error = %db, "database unavailable");
                     Self::new(
@@ -265,6 +278,10 @@ impl From<LedgerError> for ApiError {
                     tracing::error!(error = %db, "database error");
                     Self::internal()
                 }
+            }
+            ServiceError::Corrupt(what) => {
+                tracing::error!(error = %what, "stored data does not decode");
+                Self::internal()
             }
         }
     }
@@ -295,6 +312,7 @@ mod tests {
             allowed: Some(10000),
             used: 9988,
             overage_limit: 0,
+            period_start: Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap(),
             reset_at: Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
         };
         assert_eq!(

@@ -9,11 +9,13 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use sha2::{Digest, Sha256};
 
+use crate::ledger::command::Idempotency;
+use crate::ledger::debit::DebitRequest;
 use crate::ledger::model::Debit;
-use crate::ledger::ops::{DebitOutcome, DebitRequest, Idempotency, Ledger};
 use crate::ledger::plan::Plan;
 use crate::ledger::types::{KeyId, PlanId};
 use crate::ledger::LedgerError;
+use crate::service::{Ledger, Outcome, ServiceError};
 use crate::unkey::{
     Credits, KeyRatelimit, RatelimitRequest, UnkeyClient, UnkeyError, UnkeySettings, VerifyKeyData,
     VerifyKeyRequest, NAMESPACE,
@@ -47,7 +49,7 @@ pub struct Verified {
     pub key_id: KeyId,
     /// The account debited: the key's own, or its customer's shared account.
     pub account: KeyId,
-    pub debit: DebitOutcome,
+    pub debit: Outcome<Debit>,
     pub ratelimit: Option<RateState>,
 }
 
@@ -69,7 +71,7 @@ pub enum GateError {
     #[error("Unkey is unavailable: {0}")]
     Unavailable(String),
     #[error(transparent)]
-    Ledger(#[from] LedgerError),
+    Ledger(#[from] ServiceError),
 }
 
 impl From<UnkeyError> for GateError {
@@ -259,7 +261,7 @@ impl Gate {
                 .provision(&account, &plan_id, verified.billing_cycle_start)
                 .await
                 .map_err(|err| match err {
-                    LedgerError::PlanNotFound(_) => GateError::NoPlan {
+                    ServiceError::Ledger(LedgerError::PlanNotFound(_)) => GateError::NoPlan {
                         key_id: verified.key_id.clone(),
                         named: Some(plan_id.to_string()),
                     },
@@ -293,7 +295,7 @@ impl Gate {
             .get_plan(&plan_id, None)
             .await
             .map_err(|err| match err {
-                LedgerError::PlanNotFound(_) => GateError::NoPlan {
+                ServiceError::Ledger(LedgerError::PlanNotFound(_)) => GateError::NoPlan {
                     key_id: key.key_id.clone(),
                     named: Some(plan_id.to_string()),
                 },
@@ -351,10 +353,10 @@ impl Gate {
 }
 
 /// The debit inside a `/v1/verify` answer, new or replayed.
-pub fn debit_of(outcome: &DebitOutcome) -> Result<(Debit, bool), serde_json::Error> {
+pub fn debit_of(outcome: &Outcome<Debit>) -> Result<(Debit, bool), serde_json::Error> {
     match outcome {
-        DebitOutcome::Accepted(debit) => Ok(((**debit).clone(), false)),
-        DebitOutcome::Replayed { body, .. } => Ok((serde_json::from_value(body.clone())?, true)),
+        Outcome::Done(debit) => Ok((debit.clone(), false)),
+        Outcome::Replayed(body) => Ok((serde_json::from_value(body.clone())?, true)),
     }
 }
 

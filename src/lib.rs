@@ -1,8 +1,9 @@
 //! credit-ledger: a credit ledger for API companies, beside Unkey, on PostgreSQL.
 //!
-//! `ledger` holds the domain (pure rules and one-transaction operations), `db` the SQL, `api`
-//! the HTTP routes; `app` wires them into a server; `audit` checks every invariant of a live
-//! database.
+//! `ledger` holds the domain (the account state machine: pure, no storage, no HTTP), `db` the
+//! SQL (account states loaded and written in sets), `service` the write path and the reads that
+//! join the two, `api` the HTTP routes; `app` wires them into a server; `audit` checks every
+//! invariant of a live database.
 
 pub mod api;
 pub mod app;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod gate;
 pub mod ledger;
 pub mod scheduler;
+pub mod service;
 pub mod telemetry;
 pub mod unkey;
 pub mod webhooks;

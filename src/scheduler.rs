@@ -9,7 +9,7 @@ use tokio::sync::Mutex;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use tracing::Instrument;
 
-use crate::ledger::ops::Ledger;
+use crate::service::Ledger;
 
 /// How many due accounts one pass reads at a time.
 const BATCH: i64 = 500;

@@ -13,8 +13,8 @@ use super::extract::{AppJson, AppPath, AppQuery};
 use super::plans::plan_id;
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::ledger::account::AccountInput;
 use crate::ledger::model::{Account, Balance, EntryPage};
-use crate::ledger::ops::AccountInput;
 use crate::ledger::types::{check_external_id, check_timestamp, InvalidField, KeyId};
 
 pub const PAGE_DEFAULT: i64 = 100;

@@ -12,10 +12,12 @@ use super::auth::Service;
 use super::extract::{request_hash, AppJson, AppPath, IdempotencyKey};
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::ledger::command::Idempotency;
+use crate::ledger::debit::DebitRequest;
 use crate::ledger::model::Debit;
-use crate::ledger::ops::{DebitOutcome, DebitRequest, Idempotency};
-use crate::ledger::rules::DebitSpec;
+use crate::ledger::pricing::DebitSpec;
 use crate::ledger::types::{check_positive, InvalidField, OperationName, PoolName};
+use crate::service::Outcome;
 
 pub const CREDITS_REMAINING: &str = "x-credits-remaining";
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
@@ -145,7 +147,7 @@ pub async fn create(
         .debit(&key, &request, idempotency.as_ref())
         .await?
     {
-        DebitOutcome::Accepted(debit) => {
+        Outcome::Done(debit) => {
             let status = if debit.dry_run {
                 StatusCode::OK
             } else {
@@ -153,18 +155,14 @@ pub async fn create(
             };
             Ok(debit_response(status, &debit, false))
         }
-        DebitOutcome::Replayed { status, body } => {
+        Outcome::Replayed(body) => {
             // The stored JSON comes from PostgreSQL; render it through the same type as the
             // original answer so the replay is byte for byte the same.
             let debit: Debit = serde_json::from_value(body).map_err(|e| {
                 tracing::error!(error = %e, "stored debit response does not decode");
                 ApiError::internal()
             })?;
-            Ok(debit_response(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED),
-                &debit,
-                true,
-            ))
+            Ok(debit_response(StatusCode::CREATED, &debit, true))
         }
     }
 }

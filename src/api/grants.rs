@@ -17,13 +17,15 @@ use super::extract::{request_hash, AppJson, AppPath, AppQuery, IdempotencyKey};
 use super::plans::plan_id;
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::ledger::credits::{
-    Adjustment, AdjustmentOp, AdjustmentRequest, Grant, GrantPage, GrantRequest, ADMIN_GRANT_KINDS,
+use crate::ledger::adjust::AdjustmentRequest;
+use crate::ledger::command::Idempotency;
+use crate::ledger::grant::GrantRequest;
+use crate::ledger::model::{Account, Adjustment, AdjustmentOp, Grant, GrantPage};
+use crate::ledger::plan_change::Proration;
+use crate::ledger::types::{
+    check_positive, check_timestamp, GrantKind, InvalidField, PoolName, MAX_CREDITS,
 };
-use crate::ledger::lifecycle::Proration;
-use crate::ledger::model::Account;
-use crate::ledger::ops::{Idempotency, Outcome};
-use crate::ledger::types::{check_positive, check_timestamp, InvalidField, PoolName, MAX_CREDITS};
+use crate::service::Outcome;
 
 fn field(f: InvalidField) -> ApiError {
     ApiError::invalid_field("invalid_request", &f)
@@ -37,16 +39,12 @@ pub fn render<T: Serialize + DeserializeOwned>(
 ) -> Result<Response, ApiError> {
     match outcome {
         Outcome::Done(value) => Ok((status, Json(value)).into_response()),
-        Outcome::Replayed { status, body } => {
+        Outcome::Replayed(body) => {
             let value: T = serde_json::from_value(body).map_err(|e| {
                 tracing::error!(error = %e, "stored response does not decode");
                 ApiError::internal()
             })?;
-            let mut response = (
-                StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
-                Json(value),
-            )
-                .into_response();
+            let mut response = (status, Json(value)).into_response();
             response
                 .headers_mut()
                 .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
@@ -82,9 +80,9 @@ impl GrantBody {
     fn validate(self) -> Result<GrantRequest, ApiError> {
         let pool =
             PoolName::parse("pool", self.pool.as_deref().unwrap_or("credits")).map_err(field)?;
-        let kind = ADMIN_GRANT_KINDS
+        let kind = GrantKind::ADMIN
             .into_iter()
-            .find(|k| *k == self.kind)
+            .find(|k| k.as_str() == self.kind)
             .ok_or_else(|| {
                 field(InvalidField::new(
                     "kind",

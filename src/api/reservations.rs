@@ -15,12 +15,10 @@ use super::extract::{AppJson, AppPath, IdempotencyKey, OptionalJson};
 use super::grants::{idempotency, render};
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::ledger::holds::{
-    Refund, Reservation, ReservationRequest, DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS,
-};
-use crate::ledger::model::Debit;
-use crate::ledger::ops::Outcome;
+use crate::ledger::model::{Debit, Refund, Reservation};
+use crate::ledger::reserve::{ReservationRequest, DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS};
 use crate::ledger::types::{check_positive, InvalidField};
+use crate::service::Outcome;
 
 fn field(f: InvalidField) -> ApiError {
     ApiError::invalid_field("invalid_request", &f)
@@ -116,16 +114,12 @@ pub async fn commit(
         .await?
     {
         Outcome::Done(debit) => Ok(debit_response(StatusCode::OK, &debit, false)),
-        Outcome::Replayed { status, body } => {
+        Outcome::Replayed(body) => {
             let debit: Debit = serde_json::from_value(body).map_err(|e| {
                 tracing::error!(error = %e, "stored debit does not decode");
                 ApiError::internal()
             })?;
-            Ok(debit_response(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
-                &debit,
-                true,
-            ))
+            Ok(debit_response(StatusCode::OK, &debit, true))
         }
     }
 }

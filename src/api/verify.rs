@@ -18,8 +18,8 @@ use super::extract::{request_hash, AppJson, AppQuery, IdempotencyKey};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::gate::{debit_of, Gate, GateError, RateState};
+use crate::ledger::command::Idempotency;
 use crate::ledger::model::{Balance, EntryPage};
-use crate::ledger::ops::Idempotency;
 use crate::ledger::types::{check_timestamp, InvalidField};
 use crate::ledger::usage::{Usage, UsageGroup, UsageInterval, UsageQuery};
 

@@ -14,7 +14,7 @@ use super::extract::{AppJson, AppPath, AppQuery, IdempotencyKey};
 use super::grants::{idempotency, render};
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::ledger::events;
+use crate::ledger::alerts as events;
 use crate::ledger::types::InvalidField;
 use crate::webhooks::{CreatedEndpoint, Delivery, Endpoint};
 

@@ -1,17 +1,39 @@
 //! The journal.
 
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use crate::ledger::model::Entry;
+use crate::ledger::types::EntryKind;
 
-/// Entries of an account, newest first, strictly older than the cursor id.
+#[derive(sqlx::FromRow)]
+struct EntryRow {
+    id: i64,
+    key_id: String,
+    pool: String,
+    kind: String,
+    amount: i64,
+    balance_after: Option<i64>,
+    grant_id: Option<Uuid>,
+    operation: Option<String>,
+    debit_id: Option<Uuid>,
+    reservation_id: Option<Uuid>,
+    adjustment_id: Option<Uuid>,
+    source_key_id: Option<String>,
+    created_at: DateTime<Utc>,
+    metadata: sqlx::types::Json<serde_json::Value>,
+}
+
+/// Entries of an account, newest first, strictly older than the cursor id; with
+/// `source_key_id`, only those that key's calls wrote.
 pub async fn list(
     conn: &mut PgConnection,
     key_id: &str,
     before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<Entry>, sqlx::Error> {
-    sqlx::query_as(
+    let rows: Vec<EntryRow> = sqlx::query_as(
         "SELECT id, key_id, pool, kind, amount, balance_after, grant_id, operation, debit_id,
                 reservation_id, adjustment_id, source_key_id, created_at, metadata
            FROM entries
@@ -23,39 +45,28 @@ pub async fn list(
     .bind(before)
     .bind(limit)
     .fetch_all(conn)
-    .await
-}
-
-/// A journal entry that changes no grant: overage taken or settled, a refund of an unlimited
-/// pool's debit.
-pub struct NewEntry<'a> {
-    pub key_id: &'a str,
-    pub pool: &'a str,
-    pub kind: &'a str,
-    pub amount: i64,
-    pub balance_after: Option<i64>,
-    pub operation: Option<&'a str>,
-    pub debit_id: Option<uuid::Uuid>,
-    pub metadata: &'a serde_json::Value,
-    pub now: chrono::DateTime<chrono::Utc>,
-}
-
-pub async fn insert(conn: &mut PgConnection, e: &NewEntry<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO entries (key_id, pool, kind, amount, balance_after, operation, debit_id,
-                              metadata, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(e.key_id)
-    .bind(e.pool)
-    .bind(e.kind)
-    .bind(e.amount)
-    .bind(e.balance_after)
-    .bind(e.operation)
-    .bind(e.debit_id)
-    .bind(sqlx::types::Json(e.metadata))
-    .bind(e.now)
-    .execute(conn)
     .await?;
-    Ok(())
+    rows.into_iter()
+        .map(|r| {
+            let kind = EntryKind::parse(&r.kind).ok_or_else(|| {
+                sqlx::Error::Decode(format!("unknown entry kind {}", r.kind).into())
+            })?;
+            Ok(Entry {
+                id: r.id,
+                key_id: r.key_id,
+                pool: r.pool,
+                kind,
+                amount: r.amount,
+                balance_after: r.balance_after,
+                grant_id: r.grant_id,
+                operation: r.operation,
+                debit_id: r.debit_id,
+                reservation_id: r.reservation_id,
+                adjustment_id: r.adjustment_id,
+                source_key_id: r.source_key_id,
+                created_at: r.created_at,
+                metadata: r.metadata.0,
+            })
+        })
+        .collect()
 }

@@ -2,14 +2,11 @@
 //! runs inside whatever transaction the caller holds.
 
 pub mod accounts;
-pub mod adjustments;
-pub mod debits;
 pub mod entries;
-pub mod events;
 pub mod grants;
 pub mod idempotency;
 pub mod plans;
-pub mod reservations;
+pub mod state;
 pub mod usage;
 pub mod webhooks;
 

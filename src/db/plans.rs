@@ -65,6 +65,24 @@ pub async fn get(
         .transpose()
 }
 
+/// The latest version of the plan an account is on; `None` if there is no such account.
+pub async fn of_account(
+    conn: &mut PgConnection,
+    key_id: &str,
+) -> Result<Option<Plan>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM accounts a JOIN plan_heads h ON h.id = a.plan_id
+           JOIN plans p ON p.id = h.id AND p.version = h.latest_version
+          WHERE a.key_id = $1"
+    );
+    sqlx::query_as::<_, PlanRow>(&sql)
+        .bind(key_id)
+        .fetch_optional(conn)
+        .await?
+        .map(PlanRow::into_plan)
+        .transpose()
+}
+
 /// The latest version of every plan, by id.
 pub async fn list(conn: &mut PgConnection) -> Result<Vec<Plan>, sqlx::Error> {
     let sql = format!(

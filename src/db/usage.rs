@@ -5,6 +5,16 @@ use sqlx::PgConnection;
 
 use crate::ledger::usage::UsageRow;
 
+/// start, pool, operation, key, credits, count.
+type BucketRow = (
+    DateTime<Utc>,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
+);
+
 /// Sums of debits per bucket, in UTC, from the hourly rollup. `interval` is `hour`, `day` or
 /// `month`; `group` is `operation`, `pool` or `key`. `from` and `to` are whole hours.
 pub async fn buckets(
@@ -16,7 +26,7 @@ pub async fn buckets(
     group: &str,
     source_key_id: Option<&str>,
 ) -> Result<Vec<UsageRow>, sqlx::Error> {
-    sqlx::query_as(
+    let rows: Vec<BucketRow> = sqlx::query_as(
         "SELECT date_trunc($4, hour AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS start,
                 pool,
                 CASE WHEN $5 = 'operation' THEN nullif(operation, '') END AS operation,
@@ -36,5 +46,18 @@ pub async fn buckets(
     .bind(group)
     .bind(source_key_id)
     .fetch_all(conn)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(start, pool, operation, key_id, credits, count)| UsageRow {
+                start,
+                pool,
+                operation,
+                key_id,
+                credits,
+                count,
+            },
+        )
+        .collect())
 }

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::types::{KeyId, PlanId, PoolName};
+use super::types::{EntryKind, GrantKind, GrantStatus, KeyId, PlanId, PoolName, ReservationStatus};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeriodView {
@@ -59,7 +59,7 @@ pub struct PoolBalance {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GrantSummary {
     pub id: Uuid,
-    pub kind: String,
+    pub kind: GrantKind,
     pub amount: i64,
     pub remaining: i64,
     pub priority: i32,
@@ -70,12 +70,12 @@ pub struct GrantSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Drawn {
     pub grant_id: Uuid,
-    pub kind: String,
+    pub kind: GrantKind,
     pub amount: i64,
 }
 
-/// An accepted (or, with `dry_run`, would-be) debit. The debit SQL function renders it as JSON
-/// and the idempotency record stores that JSON, so a replay and the original answer agree.
+/// An accepted (or, with `dry_run`, would-be) debit. The idempotency record stores its JSON, so
+/// a replay and the original answer agree.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Debit {
     pub id: Option<Uuid>,
@@ -108,12 +108,118 @@ pub struct Debit {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+/// A reservation as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub id: Uuid,
+    pub key_id: String,
+    pub pool: String,
+    pub operation: Option<String>,
+    pub quantity: i64,
+    /// Credits held.
+    pub amount: i64,
+    pub status: ReservationStatus,
+    pub expires_at: DateTime<Utc>,
+    /// The pool's available credits at the time of the answer (`None`: unlimited).
+    pub remaining: Option<i64>,
+    pub drawn: Vec<Drawn>,
+    pub debit_id: Option<Uuid>,
+    pub committed_amount: Option<i64>,
+    pub metadata: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Where a refund's part went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundPart {
+    /// The grant the debit drew this part from; `None` for its overage (or an unlimited pool).
+    pub grant_id: Option<Uuid>,
+    pub amount: i64,
+    /// The grant the credits went back to: the same one, or a new `refund` grant when that one
+    /// had expired or was voided; `None` when the part settled overage or an unlimited pool.
+    pub returned_to: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refund {
+    pub id: Uuid,
+    pub debit_id: Uuid,
+    pub key_id: String,
+    pub pool: String,
+    pub amount: i64,
+    pub reason: Option<String>,
+    pub parts: Vec<RefundPart>,
+    /// The pool's available credits after the refund (`None`: unlimited).
+    pub remaining: Option<i64>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A grant as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub id: Uuid,
+    pub key_id: String,
+    pub pool: String,
+    pub kind: GrantKind,
+    pub amount: i64,
+    pub remaining: i64,
+    pub effective_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub priority: i32,
+    /// At the time of the answer.
+    pub status: GrantStatus,
+    pub metadata: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub voided_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrantPage {
+    pub data: Vec<Grant>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdjustmentOp {
+    Set,
+    Increment,
+    Decrement,
+}
+
+impl AdjustmentOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdjustmentOp::Set => "set",
+            AdjustmentOp::Increment => "increment",
+            AdjustmentOp::Decrement => "decrement",
+        }
+    }
+}
+
+/// An adjustment as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Adjustment {
+    pub id: Uuid,
+    pub key_id: String,
+    pub pool: String,
+    pub op: AdjustmentOp,
+    pub amount: i64,
+    /// The signed change the adjustment made to the pool's available credits.
+    pub delta: i64,
+    pub reason: String,
+    /// The pool's available credits after the adjustment.
+    pub available: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct Entry {
     pub id: i64,
     pub key_id: String,
     pub pool: String,
-    pub kind: String,
+    pub kind: EntryKind,
     pub amount: i64,
     pub balance_after: Option<i64>,
     pub grant_id: Option<Uuid>,

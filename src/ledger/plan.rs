@@ -60,7 +60,7 @@ pub struct PlanDefinition {
 pub const DEFAULT_THRESHOLDS: [i32; 2] = [80, 100];
 
 /// One version of a plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     pub id: PlanId,
     pub version: i32,

@@ -244,6 +244,102 @@ impl Interval {
     }
 }
 
+macro_rules! kind_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            pub fn parse(value: &str) -> Option<Self> {
+                match value {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+kind_enum!(
+    /// What a grant is: allowance and rollover come from periods, refund grants from refunds,
+    /// the others from admins.
+    GrantKind {
+        Allowance => "allowance",
+        Rollover => "rollover",
+        Pack => "pack",
+        Promotional => "promotional",
+        Adjustment => "adjustment",
+        Refund => "refund",
+    }
+);
+
+kind_enum!(
+    /// What a journal entry records.
+    EntryKind {
+        Grant => "grant",
+        Debit => "debit",
+        Hold => "hold",
+        Release => "release",
+        Expiration => "expiration",
+        Void => "void",
+        Refund => "refund",
+        Adjustment => "adjustment",
+        Overage => "overage",
+    }
+);
+
+kind_enum!(
+    /// Where a reservation stands.
+    ReservationStatus {
+        Active => "active",
+        Committed => "committed",
+        Released => "released",
+        Expired => "expired",
+    }
+);
+
+kind_enum!(
+    /// Where a grant stands at a given instant.
+    GrantStatus {
+        Active => "active",
+        Pending => "pending",
+        Expired => "expired",
+        Voided => "voided",
+    }
+);
+
+impl GrantKind {
+    /// The kinds an admin may create.
+    pub const ADMIN: [GrantKind; 3] = [
+        GrantKind::Pack,
+        GrantKind::Promotional,
+        GrantKind::Adjustment,
+    ];
+
+    /// Allowance and rollover belong to one period.
+    pub fn is_periodic(self) -> bool {
+        matches!(self, GrantKind::Allowance | GrantKind::Rollover)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,12 +1,9 @@
 //! Usage for dashboards: credits debited and debits counted, per time bucket.
 
-use chrono::{DateTime, DurationRound, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::ops::Ledger;
-use super::types::{InvalidField, KeyId};
-use super::LedgerError;
-use crate::db;
+use super::types::InvalidField;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -25,7 +22,7 @@ impl UsageInterval {
         }
     }
 
-    fn seconds(self) -> i64 {
+    pub fn seconds(self) -> i64 {
         match self {
             UsageInterval::Hour => 3_600,
             UsageInterval::Day => 86_400,
@@ -58,7 +55,7 @@ pub struct UsageQuery {
 /// The most buckets one answer may hold.
 pub const MAX_BUCKETS: i64 = 10_000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageRow {
     pub start: DateTime<Utc>,
     pub pool: String,
@@ -89,42 +86,5 @@ impl UsageQuery {
             ));
         }
         Ok(())
-    }
-}
-
-impl Ledger {
-    pub async fn usage(&self, key_id: &KeyId, query: &UsageQuery) -> Result<Usage, LedgerError> {
-        query.check()?;
-        let mut conn = self.db().acquire().await?;
-        if db::accounts::get(&mut conn, key_id.as_str())
-            .await?
-            .is_none()
-        {
-            return Err(LedgerError::AccountNotFound(key_id.clone()));
-        }
-        // The rollup is hourly: the range widens to whole hours.
-        let from = query
-            .from
-            .duration_trunc(chrono::Duration::hours(1))
-            .unwrap_or(query.from);
-        let to = query
-            .to
-            .duration_round_up(chrono::Duration::hours(1))
-            .unwrap_or(query.to);
-        let data = db::usage::buckets(
-            &mut conn,
-            key_id.as_str(),
-            from,
-            to,
-            query.interval.as_str(),
-            match query.group_by {
-                UsageGroup::Operation => "operation",
-                UsageGroup::Pool => "pool",
-                UsageGroup::Key => "key",
-            },
-            query.source_key_id.as_deref(),
-        )
-        .await?;
-        Ok(Usage { data })
     }
 }

@@ -16,8 +16,9 @@ use uuid::Uuid;
 use crate::db;
 use crate::db::idempotency::Claim;
 use crate::db::webhooks::{Claimed, DeliveryRow, EndpointRow};
-use crate::ledger::ops::{Idempotency, Outcome};
+use crate::ledger::command::Idempotency;
 use crate::ledger::{Clock, LedgerError};
+use crate::service::{Outcome, ServiceError};
 
 /// When the retries of a failed delivery come: after 5 s, 30 s, 2 min, 10 min, 30 min, 2 h, 5 h,
 /// 10 h and 14 h — ten attempts over about 32 hours.
@@ -107,8 +108,8 @@ impl std::fmt::Debug for Webhooks {
     }
 }
 
-fn ledger_err(err: sqlx::Error) -> LedgerError {
-    LedgerError::from(err)
+fn ledger_err(err: sqlx::Error) -> ServiceError {
+    ServiceError::Database(err)
 }
 
 impl Webhooks {
@@ -140,7 +141,7 @@ impl Webhooks {
         events: Vec<String>,
         description: Option<String>,
         idempotency: Option<&Idempotency>,
-    ) -> Result<Outcome<CreatedEndpoint>, LedgerError> {
+    ) -> Result<Outcome<CreatedEndpoint>, ServiceError> {
         let now = self.clock.now();
         let mut tx = self.db.begin().await.map_err(ledger_err)?;
         if let Some(idem) = idempotency {
@@ -149,8 +150,8 @@ impl Webhooks {
                 .map_err(ledger_err)?
             {
                 Claim::Fresh => {}
-                Claim::Replay { status, body } => return Ok(Outcome::Replayed { status, body }),
-                Claim::Conflict => return Err(LedgerError::IdempotencyKeyReused),
+                Claim::Replay { body, .. } => return Ok(Outcome::Replayed(body)),
+                Claim::Conflict => return Err(LedgerError::IdempotencyKeyReused.into()),
             }
         }
         let row = EndpointRow {
@@ -169,8 +170,8 @@ impl Webhooks {
             endpoint: row.into(),
         };
         if let Some(idem) = idempotency {
-            let body = serde_json::to_value(&created)
-                .map_err(|e| LedgerError::Database(sqlx::Error::Decode(Box::new(e))))?;
+            let body =
+                serde_json::to_value(&created).map_err(|e| ServiceError::Corrupt(e.to_string()))?;
             db::idempotency::finish(&mut tx, SCOPE, &idem.key, 201, &body)
                 .await
                 .map_err(ledger_err)?;
@@ -179,7 +180,7 @@ impl Webhooks {
         Ok(Outcome::Done(created))
     }
 
-    pub async fn list_endpoints(&self) -> Result<Vec<Endpoint>, LedgerError> {
+    pub async fn list_endpoints(&self) -> Result<Vec<Endpoint>, ServiceError> {
         let mut conn = self.db.acquire().await.map_err(ledger_err)?;
         Ok(db::webhooks::endpoints(&mut conn)
             .await
@@ -189,7 +190,7 @@ impl Webhooks {
             .collect())
     }
 
-    pub async fn get_endpoint(&self, id: Uuid) -> Result<Option<Endpoint>, LedgerError> {
+    pub async fn get_endpoint(&self, id: Uuid) -> Result<Option<Endpoint>, ServiceError> {
         let mut conn = self.db.acquire().await.map_err(ledger_err)?;
         Ok(db::webhooks::endpoint(&mut conn, id)
             .await
@@ -197,14 +198,14 @@ impl Webhooks {
             .map(Endpoint::from))
     }
 
-    pub async fn delete_endpoint(&self, id: Uuid) -> Result<bool, LedgerError> {
+    pub async fn delete_endpoint(&self, id: Uuid) -> Result<bool, ServiceError> {
         let mut conn = self.db.acquire().await.map_err(ledger_err)?;
         db::webhooks::delete_endpoint(&mut conn, id)
             .await
             .map_err(ledger_err)
     }
 
-    pub async fn deliveries(&self, id: Uuid, limit: i64) -> Result<Vec<Delivery>, LedgerError> {
+    pub async fn deliveries(&self, id: Uuid, limit: i64) -> Result<Vec<Delivery>, ServiceError> {
         let mut conn = self.db.acquire().await.map_err(ledger_err)?;
         Ok(db::webhooks::deliveries(&mut conn, id, limit)
             .await
@@ -216,7 +217,7 @@ impl Webhooks {
 
     /// One pass of the worker: claims due attempts, sends them, records the outcomes. Returns
     /// how many attempts it made.
-    pub async fn deliver_due(&self, batch: i64) -> Result<usize, LedgerError> {
+    pub async fn deliver_due(&self, batch: i64) -> Result<usize, ServiceError> {
         let now = self.clock.now();
         // The lease outlasts the HTTP timeout, so a claimed attempt is never claimed again while
         // it may still be in flight; a worker that died frees it when the lease ends.

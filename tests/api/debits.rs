@@ -1,7 +1,7 @@
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
-use credit_ledger::ledger::rules::{consumption_order, OrderKey};
+use credit_ledger::ledger::order::{consumption_order, OrderKey};
 
 use crate::helpers::{spawn_app, SERVICE};
 

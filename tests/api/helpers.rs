@@ -16,7 +16,7 @@ use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use credit_ledger::ledger::rules::OrderKey;
+use credit_ledger::ledger::order::OrderKey;
 
 use credit_ledger::app::{self, AppState};
 use credit_ledger::config::Config;
@@ -131,7 +131,7 @@ impl TestClock {
 pub struct TestApp {
     pub address: String,
     /// The instance's ledger, for driving the scheduler's jobs directly.
-    pub ledger: credit_ledger::ledger::ops::Ledger,
+    pub ledger: credit_ledger::service::Ledger,
     webhooks: credit_ledger::webhooks::Webhooks,
     pub client: reqwest::Client,
     pub db: Arc<TestDb>,

@@ -9,7 +9,8 @@ use axum::routing::post;
 use axum::Router;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use chrono::Duration;
+use chrono::{Duration, Utc};
+use credit_ledger::db::state::{self, Lock, Selection};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -287,12 +288,19 @@ async fn reservations_announce_thresholds_and_the_first_refusal_too() {
 async fn a_rolled_back_transaction_emits_nothing() {
     let app = spawn_app().await;
     plan_100(&app).await;
-    // The SQL outbox function inside a transaction that rolls back.
+    // The outbox written by the storage of effects, inside a transaction that rolls back.
     let mut tx = app.db.pool.begin().await.unwrap();
-    sqlx::query("SELECT cl_emit('key_1', 'grant.created', '{}', now())")
-        .execute(&mut *tx)
+    let selection = Selection {
+        keys: vec!["key_1".into()],
+        ..Selection::default()
+    };
+    let mut state = state::load(&mut tx, &selection, Lock::Wait)
         .await
+        .unwrap()
+        .pop()
         .unwrap();
+    state.emit("grant.created", json!({}), Utc::now());
+    state::persist(&mut tx, [&state]).await.unwrap();
     tx.rollback().await.unwrap();
     assert!(event_types(&app).await.is_empty());
     // Through the API: a plan change refused after the period rolled inside its transaction.

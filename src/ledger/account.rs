@@ -1,0 +1,137 @@
+//! Opening an account (its first period and allowance) and changing its details.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde_json::Value;
+
+use super::error::LedgerError;
+use super::periods::period_containing;
+use super::plan::Plan;
+use super::state::{
+    empty_object, AccountRecord, AccountState, Effects, EntryRefs, NewGrant, PoolCounters,
+};
+use super::types::{EntryKind, GrantKind, InvalidField, KeyId};
+
+/// What an account PUT asks for. `None` leaves a field as it is on update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountInput {
+    pub plan: super::types::PlanId,
+    pub billing_anchor: Option<DateTime<Utc>>,
+    /// `Some(None)` clears the external id.
+    pub external_id: Option<Option<String>>,
+    pub metadata: Option<Value>,
+    /// Whether every Unkey key of the customer (`external_id`) draws from this account.
+    pub shared: Option<bool>,
+}
+
+/// A new account on `plan`, in the period that contains `now`, with the allowance of every
+/// limited pool granted.
+pub fn open(
+    key_id: &KeyId,
+    plan: &Plan,
+    input: &AccountInput,
+    now: DateTime<Utc>,
+) -> Result<AccountState, LedgerError> {
+    let anchor = input.billing_anchor.unwrap_or_else(|| now.trunc_subsecs(0));
+    let period = period_containing(anchor, plan.interval, now).ok_or_else(|| {
+        InvalidField::new("billing_anchor", "is too far from now to compute periods")
+    })?;
+    let mut state = AccountState {
+        account: AccountRecord {
+            key_id: key_id.clone(),
+            plan_id: plan.id.clone(),
+            billing_anchor: anchor,
+            period_start: period.start,
+            period_end: period.end,
+            external_id: input.external_id.clone().flatten(),
+            shared: input.shared.unwrap_or(false),
+            metadata: input.metadata.clone().unwrap_or_else(empty_object),
+            created_at: now,
+            updated_at: now,
+        },
+        plan: plan.clone(),
+        pools: BTreeMap::new(),
+        grants: Vec::new(),
+        reservations: Vec::new(),
+        debits: Vec::new(),
+        refunds: Vec::new(),
+        idempotency: BTreeMap::new(),
+        alerts: BTreeMap::new(),
+        effects: Effects {
+            account_created: true,
+            ..Effects::default()
+        },
+    };
+    for (pool, spec) in &plan.pools {
+        state.put_pool(PoolCounters {
+            pool: pool.clone(),
+            allowance: spec.allowance,
+            used: 0,
+            overage_limit: spec.overage_limit,
+            overage_used: 0,
+            period_start: period.start,
+        });
+        if let Some(allowance) = spec.allowance {
+            state.add_grant(
+                NewGrant {
+                    pool: pool.clone(),
+                    kind: GrantKind::Allowance,
+                    amount: allowance,
+                    effective_at: period.start,
+                    expires_at: Some(period.end),
+                    priority: 0,
+                    period_start: Some(period.start),
+                    metadata: empty_object(),
+                    entry_kind: EntryKind::Grant,
+                    refs: EntryRefs::default(),
+                    balance_at: now,
+                },
+                now,
+            )?;
+        }
+    }
+    Ok(state)
+}
+
+/// Changes an account's details. Its plan changes only through a plan change (which says how
+/// to prorate), and its billing anchor never.
+pub fn update(
+    state: &mut AccountState,
+    input: &AccountInput,
+    now: DateTime<Utc>,
+) -> Result<(), LedgerError> {
+    let key_id = state.key_id().clone();
+    if state.account.plan_id != input.plan {
+        return Err(LedgerError::Conflict {
+            code: "plan_change_requires_proration",
+            message: format!(
+                "account {key_id} is on plan {}; change its plan with \
+                 POST /v1/accounts/{key_id}/plan, which says how to prorate",
+                state.account.plan_id
+            ),
+        });
+    }
+    if let Some(anchor) = input.billing_anchor {
+        if anchor.trunc_subsecs(6) != state.account.billing_anchor {
+            return Err(LedgerError::Conflict {
+                code: "billing_anchor_immutable",
+                message: format!(
+                    "account {key_id} bills from {}; its billing_anchor cannot change",
+                    state.account.billing_anchor.to_rfc3339()
+                ),
+            });
+        }
+    }
+    if let Some(external_id) = &input.external_id {
+        state.account.external_id = external_id.clone();
+    }
+    if let Some(metadata) = &input.metadata {
+        state.account.metadata = metadata.clone();
+    }
+    if let Some(shared) = input.shared {
+        state.account.shared = shared;
+    }
+    state.touch_account(now);
+    Ok(())
+}

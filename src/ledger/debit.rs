@@ -1,0 +1,192 @@
+//! Rule 1: the weighted debit. It takes all of its cost or nothing: from the pool's grants in
+//! consumption order, then from the overage headroom, else it is refused with everything the
+//! 402 tells the customer. A dry run answers exactly the same and changes nothing.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::alerts;
+use super::error::{Exhausted, LedgerError};
+use super::model::{Debit, Drawn};
+use super::order::draw;
+use super::pricing::{price, DebitSpec};
+use super::state::{AccountState, DebitRecord, EntryRefs};
+use super::types::{EntryKind, PoolName};
+
+/// A debit request after validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DebitRequest {
+    pub spec: DebitSpec,
+    pub metadata: Value,
+    pub dry_run: bool,
+    /// The Unkey keyId that made the debit, when it came through `/v1/verify`.
+    pub source_key_id: Option<String>,
+}
+
+/// The refusal of a cost the pool cannot cover (a debit may go down to `-overage_limit`; a hold
+/// only takes what the grants have, so it passes an overage limit of 0).
+pub fn exhausted(
+    state: &AccountState,
+    pool: &PoolName,
+    operation: Option<&str>,
+    required: i64,
+    available: i64,
+    overage_limit: i64,
+) -> Result<Exhausted, LedgerError> {
+    let counters = state.pool(pool)?;
+    Ok(Exhausted {
+        key_id: state.key_id().clone(),
+        pool: pool.clone(),
+        operation: operation.map(str::to_owned),
+        required,
+        available,
+        allowed: counters.allowance,
+        used: counters.used,
+        overage_limit,
+        period_start: state.account.period_start,
+        reset_at: state.account.period_end,
+    })
+}
+
+pub fn debit(
+    state: &mut AccountState,
+    request: &DebitRequest,
+    now: DateTime<Utc>,
+) -> Result<Debit, LedgerError> {
+    let charge = price(&state.plan, &request.spec)?;
+    let pool = charge.pool;
+    let cost = charge.cost;
+    let operation = request.spec.operation.as_ref().map(|o| o.to_string());
+    let counters = state.pool(&pool)?.clone();
+    let id = Uuid::now_v7();
+    let refs = || EntryRefs {
+        operation: operation.clone(),
+        debit_id: Some(id),
+        source_key_id: request.source_key_id.clone(),
+        ..EntryRefs::default()
+    };
+
+    let mut drawn = Vec::new();
+    let mut overage = 0;
+    if counters.allowance.is_none() {
+        // Unlimited: always succeeds, still journaled.
+        if !request.dry_run {
+            state.journal(&pool, EntryKind::Debit, -cost, refs(), now, now)?;
+        }
+    } else {
+        let available = state.available(&pool, now)?.unwrap_or(0);
+        if available.saturating_sub(cost) < -counters.overage_limit {
+            let refusal = exhausted(
+                state,
+                &pool,
+                operation.as_deref(),
+                cost,
+                available,
+                counters.overage_limit,
+            )?;
+            if !request.dry_run {
+                alerts::exhausted(state, &refusal, now);
+            }
+            return Err(LedgerError::CreditsExhausted(Box::new(refusal)));
+        }
+        let granted = state.drawable(&pool, now);
+        let covered: i64 = granted.iter().map(|(_, r)| *r).sum::<i64>().min(cost);
+        let taken = draw(&granted, covered)
+            .ok_or_else(|| super::error::corrupt("grants cannot cover what they hold"))?;
+        overage = cost - covered;
+        for (grant_id, take) in taken {
+            let kind = state
+                .grant(grant_id)
+                .map(|g| g.kind)
+                .ok_or_else(|| super::error::corrupt("a drawn grant vanished"))?;
+            drawn.push(Drawn {
+                grant_id,
+                kind,
+                amount: take,
+            });
+            if !request.dry_run {
+                state.change_grant(grant_id, -take, EntryKind::Debit, refs(), now)?;
+            }
+        }
+        if overage > 0 && !request.dry_run {
+            state.pool_mut(&pool)?.overage_used += overage;
+            state.journal(&pool, EntryKind::Overage, -overage, refs(), now, now)?;
+        }
+    }
+    let remaining = match state.available(&pool, now)? {
+        // A dry run changed nothing: what would be left.
+        Some(available) if request.dry_run => Some(available - cost),
+        other => other,
+    };
+
+    let debit = Debit {
+        id: (!request.dry_run).then_some(id),
+        key_id: state.key_id().clone(),
+        pool: pool.clone(),
+        operation: operation.clone(),
+        quantity: request.spec.quantity,
+        cost,
+        remaining,
+        reset_at: state.account.period_end,
+        drawn: drawn.clone(),
+        overage,
+        reservation_id: None,
+        refunded: 0,
+        source_key_id: request.source_key_id.clone(),
+        plan_id: state.plan.id.clone(),
+        plan_version: state.plan.version,
+        metadata: request.metadata.clone(),
+        dry_run: request.dry_run,
+        created_at: now,
+    };
+    if !request.dry_run {
+        book(
+            state,
+            DebitRecord {
+                id,
+                pool,
+                operation,
+                quantity: request.spec.quantity,
+                cost,
+                plan_id: state.plan.id.clone(),
+                plan_version: state.plan.version,
+                remaining,
+                reset_at: state.account.period_end,
+                drawn,
+                metadata: request.metadata.clone(),
+                created_at: now,
+                reservation_id: None,
+                refunded: 0,
+                overage,
+                source_key_id: request.source_key_id.clone(),
+            },
+            now,
+        )?;
+    }
+    Ok(debit)
+}
+
+/// Books an accepted debit, however it was made (a debit, a committed hold): the debit record,
+/// the period's `used`, the thresholds it crossed and the usage rollup.
+pub fn book(
+    state: &mut AccountState,
+    record: DebitRecord,
+    now: DateTime<Utc>,
+) -> Result<(), LedgerError> {
+    let pool = record.pool.clone();
+    let counters = state.pool_mut(&pool)?;
+    let old_used = counters.used;
+    counters.used = super::error::checked(old_used.checked_add(record.cost), "the period's use")?;
+    let new_used = counters.used;
+    alerts::thresholds_reached(state, &pool, old_used, new_used, record.remaining, now)?;
+    state.add_usage(
+        now,
+        &pool,
+        record.operation.as_deref(),
+        record.source_key_id.as_deref(),
+        record.cost,
+    )?;
+    state.add_debit(record);
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! Grants an admin makes (a pack, a promotion, an adjustment) and voids.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::alerts;
+use super::error::LedgerError;
+use super::model::Grant;
+use super::pricing::PriceError;
+use super::state::{AccountState, EntryRefs, NewGrant};
+use super::types::{EntryKind, GrantKind, InvalidField, PoolName};
+use super::view;
+
+/// A validated grant request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrantRequest {
+    pub pool: PoolName,
+    pub kind: GrantKind,
+    pub amount: i64,
+    pub effective_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub priority: i32,
+    pub metadata: Value,
+}
+
+pub fn grant(
+    state: &mut AccountState,
+    request: &GrantRequest,
+    now: DateTime<Utc>,
+) -> Result<Grant, LedgerError> {
+    if !state.pools.contains_key(&request.pool) {
+        return Err(PriceError::UnknownPool(request.pool.clone()).into());
+    }
+    let effective_at = request.effective_at.unwrap_or(now);
+    if let Some(expires_at) = request.expires_at {
+        if expires_at <= now || expires_at <= effective_at {
+            return Err(LedgerError::Invalid(InvalidField::new(
+                "expires_at",
+                "must lie in the future and after effective_at",
+            )));
+        }
+    }
+    let id = state.add_grant(
+        NewGrant {
+            pool: request.pool.clone(),
+            kind: request.kind,
+            amount: request.amount,
+            effective_at,
+            expires_at: request.expires_at,
+            priority: request.priority,
+            period_start: None,
+            metadata: request.metadata.clone(),
+            entry_kind: EntryKind::Grant,
+            refs: EntryRefs::default(),
+            balance_at: now,
+        },
+        now,
+    )?;
+    let key_id = state.key_id().to_string();
+    let record = state
+        .grant(id)
+        .ok_or_else(|| super::error::corrupt("a new grant vanished"))?;
+    let grant = view::grant(&key_id, record, now);
+    let payload = serde_json::to_value(&grant).map_err(|e| super::error::corrupt(e.to_string()))?;
+    state.emit(alerts::GRANT_CREATED, payload, now);
+    alerts::thresholds_resolved(state, &request.pool, now)?;
+    Ok(grant)
+}
+
+/// Voids a grant: what it had left leaves the balance with a `void` entry. Voiding a voided
+/// grant changes nothing and answers the grant again.
+pub fn void(state: &mut AccountState, id: Uuid, now: DateTime<Utc>) -> Result<Grant, LedgerError> {
+    let grant = state.grant(id).ok_or(LedgerError::GrantNotFound(id))?;
+    if grant.voided_at.is_none() {
+        let left = grant.remaining;
+        state.update_grant(id, |g| g.voided_at = Some(now))?;
+        if left > 0 {
+            state.change_grant(id, -left, EntryKind::Void, EntryRefs::default(), now)?;
+        }
+    }
+    let key_id = state.key_id().to_string();
+    let record = state.grant(id).ok_or(LedgerError::GrantNotFound(id))?;
+    Ok(view::grant(&key_id, record, now))
+}

@@ -1,0 +1,94 @@
+//! Reservations: a hold of credits for long work. A hold draws from the grants in consumption
+//! order at once (`hold` entries), so `available` drops, and pins the grants it drew from; it
+//! never goes into overage. Across a period roll a hold stays valid; held allowance is not unused
+//! allowance, so it does not roll over.
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::alerts;
+use super::debit::exhausted;
+use super::error::LedgerError;
+use super::model::{Drawn, Reservation};
+use super::order::draw;
+use super::pricing::{price, DebitSpec};
+use super::state::{AccountState, EntryRefs, ReservationRecord};
+use super::types::{EntryKind, ReservationStatus};
+use super::view;
+
+/// The TTL of a hold when the request names none, and the longest allowed.
+pub const DEFAULT_TTL_SECONDS: i64 = 300;
+pub const MAX_TTL_SECONDS: i64 = 86_400;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReservationRequest {
+    pub spec: DebitSpec,
+    pub ttl_seconds: i64,
+    pub metadata: Value,
+}
+
+pub fn reserve(
+    state: &mut AccountState,
+    request: &ReservationRequest,
+    now: DateTime<Utc>,
+) -> Result<Reservation, LedgerError> {
+    let charge = price(&state.plan, &request.spec)?;
+    let pool = charge.pool;
+    let operation = request.spec.operation.as_ref().map(|o| o.to_string());
+    let counters = state.pool(&pool)?.clone();
+    let id = Uuid::now_v7();
+    let mut drawn = Vec::new();
+    if counters.allowance.is_some() {
+        let available = state.available(&pool, now)?.unwrap_or(0);
+        let granted = state.drawable(&pool, now);
+        let Some(taken) = draw(&granted, charge.cost).filter(|_| available >= charge.cost) else {
+            let refusal = exhausted(
+                state,
+                &pool,
+                operation.as_deref(),
+                charge.cost,
+                available,
+                0,
+            )?;
+            alerts::exhausted(state, &refusal, now);
+            return Err(LedgerError::CreditsExhausted(Box::new(refusal)));
+        };
+        for (grant_id, take) in taken {
+            let kind = state
+                .grant(grant_id)
+                .map(|g| g.kind)
+                .ok_or_else(|| super::error::corrupt("a drawn grant vanished"))?;
+            let refs = EntryRefs {
+                operation: operation.clone(),
+                reservation_id: Some(id),
+                ..EntryRefs::default()
+            };
+            state.change_grant(grant_id, -take, EntryKind::Hold, refs, now)?;
+            drawn.push(Drawn {
+                grant_id,
+                kind,
+                amount: take,
+            });
+        }
+    }
+    state.reservations.push(ReservationRecord {
+        id,
+        pool,
+        operation,
+        quantity: request.spec.quantity,
+        amount: charge.cost,
+        status: ReservationStatus::Active,
+        expires_at: now + Duration::seconds(request.ttl_seconds),
+        plan_id: state.plan.id.clone(),
+        plan_version: state.plan.version,
+        drawn,
+        metadata: request.metadata.clone(),
+        debit_id: None,
+        committed_amount: None,
+        created_at: now,
+        updated_at: now,
+    });
+    state.effects.reservations.insert(id);
+    view::reservation(state, state.reservations.len() - 1, now)
+}

@@ -1,0 +1,125 @@
+//! The records of an account's state as the API shows them, at a given instant.
+
+use chrono::{DateTime, Utc};
+
+use super::error::LedgerError;
+use super::model::{Account, Balance, Grant, GrantSummary, PeriodView, PoolBalance, Reservation};
+use super::order::consumption_order;
+use super::state::{AccountState, GrantRecord};
+use super::types::GrantStatus;
+
+pub fn balance(state: &AccountState, now: DateTime<Utc>) -> Result<Balance, LedgerError> {
+    let mut pools = Vec::with_capacity(state.pools.len());
+    for (name, counters) in &state.pools {
+        let mut grants: Vec<&GrantRecord> = state
+            .grants
+            .iter()
+            .filter(|g| g.pool == *name && g.is_active(now))
+            .collect();
+        grants.sort_by(|a, b| consumption_order(&a.order_key(), &b.order_key()));
+        pools.push(PoolBalance {
+            pool: name.clone(),
+            available: state.available(name, now)?,
+            reserved: state.reserved(name),
+            allowance: counters.allowance,
+            used: counters.used,
+            overage_used: counters.overage_used,
+            overage_limit: counters.overage_limit,
+            grants: grants
+                .into_iter()
+                .map(|g| GrantSummary {
+                    id: g.id,
+                    kind: g.kind,
+                    amount: g.amount,
+                    remaining: g.remaining,
+                    priority: g.priority,
+                    effective_at: g.effective_at,
+                    expires_at: g.expires_at,
+                })
+                .collect(),
+        });
+    }
+    Ok(Balance {
+        key_id: state.account.key_id.clone(),
+        plan: state.account.plan_id.clone(),
+        period: PeriodView {
+            start: state.account.period_start,
+            end: state.account.period_end,
+        },
+        pools,
+    })
+}
+
+pub fn account(state: &AccountState, now: DateTime<Utc>) -> Result<Account, LedgerError> {
+    let a = &state.account;
+    Ok(Account {
+        key_id: a.key_id.clone(),
+        plan: a.plan_id.clone(),
+        billing_anchor: a.billing_anchor,
+        current_period: PeriodView {
+            start: a.period_start,
+            end: a.period_end,
+        },
+        external_id: a.external_id.clone(),
+        shared: a.shared,
+        metadata: a.metadata.clone(),
+        created_at: a.created_at,
+        updated_at: a.updated_at,
+        balance: balance(state, now)?,
+    })
+}
+
+pub fn grant_status(g: &GrantRecord, now: DateTime<Utc>) -> GrantStatus {
+    if g.voided_at.is_some() {
+        GrantStatus::Voided
+    } else if g.expires_at.is_some_and(|e| e <= now) {
+        GrantStatus::Expired
+    } else if g.effective_at > now {
+        GrantStatus::Pending
+    } else {
+        GrantStatus::Active
+    }
+}
+
+pub fn grant(key_id: &str, g: &GrantRecord, now: DateTime<Utc>) -> Grant {
+    Grant {
+        id: g.id,
+        key_id: key_id.to_owned(),
+        pool: g.pool.to_string(),
+        kind: g.kind,
+        amount: g.amount,
+        remaining: g.remaining,
+        effective_at: g.effective_at,
+        expires_at: g.expires_at,
+        priority: g.priority,
+        status: grant_status(g, now),
+        metadata: g.metadata.clone(),
+        created_at: g.created_at,
+        voided_at: g.voided_at,
+    }
+}
+
+pub fn reservation(
+    state: &AccountState,
+    index: usize,
+    now: DateTime<Utc>,
+) -> Result<Reservation, LedgerError> {
+    let r = &state.reservations[index];
+    Ok(Reservation {
+        id: r.id,
+        key_id: state.account.key_id.to_string(),
+        pool: r.pool.to_string(),
+        operation: r.operation.clone(),
+        quantity: r.quantity,
+        amount: r.amount,
+        status: r.status,
+        expires_at: r.expires_at,
+        remaining: state.available(&r.pool, now)?,
+        drawn: r.drawn.clone(),
+        debit_id: r.debit_id,
+        committed_amount: r.committed_amount,
+        metadata: r.metadata.clone(),
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+    })
+}

@@ -1,0 +1,414 @@
+//! The ledger service: runs commands through the write path, and answers reads.
+//!
+//! The write path is the same for every change to an account: in one transaction, load and
+//! row-lock the account's state (one round trip), apply the state machine (`ledger::command`),
+//! persist its effects (one round trip), commit. Reads are one query of the committed state;
+//! an account with a period to roll, a hold to release or a grant to expire goes through the
+//! write path first, so no read ever shows a period that is over.
+
+mod commands;
+mod reads;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tracing::instrument;
+use uuid::Uuid;
+
+use crate::db;
+use crate::db::state::{Lock, Selection};
+use crate::ledger::account::{self, AccountInput};
+use crate::ledger::command::{self, Answer, Command, Idempotency, Request};
+use crate::ledger::model::Account;
+use crate::ledger::plan::{Plan, PlanDefinition};
+use crate::ledger::roll::Maintenance;
+use crate::ledger::state::AccountState;
+use crate::ledger::types::{InvalidField, KeyId, PlanId};
+use crate::ledger::{view, Clock, LedgerError};
+
+/// How often a new account is tried again when another request created it meanwhile.
+const CREATE_RETRIES: usize = 2;
+
+/// One error type for the service layer: the ledger's refusal, or storage failing.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Stored data that does not decode into the ledger's records.
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+impl From<db::state::PersistError> for ServiceError {
+    fn from(err: db::state::PersistError) -> Self {
+        match err {
+            db::state::PersistError::Database(db) => ServiceError::Database(db),
+            db::state::PersistError::Encode(e) => ServiceError::Corrupt(e.to_string()),
+        }
+    }
+}
+
+/// The result of an idempotent operation: the new value, or the stored answer of an earlier
+/// request with the same Idempotency-Key and parameters.
+#[derive(Debug, Clone)]
+pub enum Outcome<T> {
+    Done(T),
+    Replayed(serde_json::Value),
+}
+
+/// Which account a command is for: by key, or through something it owns.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Account(KeyId),
+    Reservation(Uuid),
+    Debit(Uuid),
+    Grant(Uuid),
+}
+
+impl Target {
+    fn selection(&self, idempotency: Option<&Idempotency>) -> Selection {
+        let mut s = Selection::default();
+        match self {
+            Target::Account(key) => s.keys.push(key.to_string()),
+            Target::Reservation(id) => s.reservations.push(*id),
+            Target::Debit(id) => s.debits.push(*id),
+            Target::Grant(id) => s.grants.push(*id),
+        }
+        if let Some(idem) = idempotency {
+            s.idempotency_keys.push(idem.key.clone());
+        }
+        s
+    }
+
+    fn not_found(&self) -> LedgerError {
+        match self {
+            Target::Account(key) => LedgerError::AccountNotFound(key.clone()),
+            Target::Reservation(id) => LedgerError::ReservationNotFound(*id),
+            Target::Debit(id) => LedgerError::DebitNotFound(*id),
+            Target::Grant(id) => LedgerError::GrantNotFound(*id),
+        }
+    }
+}
+
+/// The ledger: a database pool and a clock.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    db: PgPool,
+    clock: Clock,
+}
+
+/// Whether a refusal leaves the state as the state machine meant it (then its effects, the
+/// catch-up and a refusal's announcement, are kept), or the state cannot be trusted.
+fn keeps_effects(err: &LedgerError) -> bool {
+    !matches!(err, LedgerError::Corrupt(_) | LedgerError::OutOfRange(_))
+}
+
+impl Ledger {
+    pub fn new(db: PgPool, clock: Clock) -> Self {
+        Self { db, clock }
+    }
+
+    pub fn db(&self) -> &PgPool {
+        &self.db
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// The write path for one command: load and lock, apply, persist, commit. Returns the
+    /// answer and the state after it.
+    async fn run(
+        &self,
+        target: &Target,
+        request: &Request,
+    ) -> Result<(Answer, AccountState), ServiceError> {
+        let now = self.now();
+        let mut tx = self.db.begin().await?;
+        let selection = target.selection(request.idempotency.as_ref());
+        let mut state = db::state::load(&mut tx, &selection, Lock::Wait)
+            .await?
+            .pop()
+            .ok_or_else(|| target.not_found())?;
+        let result = command::apply(&mut state, request, now);
+        if let Err(err) = &result {
+            if !keeps_effects(err) {
+                tx.rollback().await?;
+                return Err(result.unwrap_err().into());
+            }
+        }
+        db::state::persist(&mut tx, [&state]).await?;
+        tx.commit().await?;
+        record_metrics(&request.command, &result);
+        Ok((result?, state))
+    }
+
+    /// Runs one command on the account `target` names.
+    #[instrument(skip_all, fields(target = ?target))]
+    pub async fn execute(&self, target: Target, request: Request) -> Result<Answer, ServiceError> {
+        Ok(self.run(&target, &request).await?.0)
+    }
+
+    /// Creates or replaces a plan. A definition equal to the latest version changes nothing;
+    /// any other makes a new version. Returns the plan and whether a version was written.
+    #[instrument(skip_all, fields(plan_id = %id))]
+    pub async fn put_plan(
+        &self,
+        id: &PlanId,
+        definition: PlanDefinition,
+    ) -> Result<(Plan, bool), ServiceError> {
+        let now = self.now();
+        let mut tx = self.db.begin().await?;
+        let latest = db::plans::lock_head(&mut tx, id, now).await?;
+        if latest > 0 {
+            if let Some(current) = db::plans::get(&mut tx, id, Some(latest)).await? {
+                if current.definition == definition {
+                    tx.rollback().await?;
+                    return Ok((current, false));
+                }
+            }
+        }
+        let plan = db::plans::insert_version(&mut tx, id, latest + 1, &definition, now).await?;
+        tx.commit().await?;
+        Ok((plan, true))
+    }
+
+    pub async fn get_plan(&self, id: &PlanId, version: Option<i32>) -> Result<Plan, ServiceError> {
+        let mut conn = self.db.acquire().await?;
+        Ok(db::plans::get(&mut conn, id, version)
+            .await?
+            .ok_or_else(|| LedgerError::PlanNotFound(id.clone()))?)
+    }
+
+    pub async fn list_plans(&self) -> Result<Vec<Plan>, ServiceError> {
+        let mut conn = self.db.acquire().await?;
+        Ok(db::plans::list(&mut conn).await?)
+    }
+
+    /// Creates an account (granting the allowance of the period that contains now) or updates its
+    /// details. Returns the account and whether it was created.
+    #[instrument(skip_all, fields(key_id = %key_id))]
+    pub async fn put_account(
+        &self,
+        key_id: &KeyId,
+        input: AccountInput,
+    ) -> Result<(Account, bool), ServiceError> {
+        let plan = self.get_plan(&input.plan, None).await?;
+        for _ in 0..CREATE_RETRIES {
+            let now = self.now();
+            let mut tx = self.db.begin().await?;
+            let selection = Target::Account(key_id.clone()).selection(None);
+            if let Some(mut state) = db::state::load(&mut tx, &selection, Lock::Wait)
+                .await?
+                .pop()
+            {
+                let shared = input.shared.unwrap_or(state.account.shared);
+                let external_id = match &input.external_id {
+                    Some(value) => value.clone(),
+                    None => state.account.external_id.clone(),
+                };
+                check_shared(&mut tx, key_id, shared, external_id.as_deref()).await?;
+                let request = Request::new(Command::UpdateAccount(input.clone()), None);
+                // A refused update changes nothing: the transaction rolls back as it drops.
+                let Answer::Account(account) = command::apply(&mut state, &request, now)? else {
+                    return Err(ServiceError::Corrupt(
+                        "an update answered no account".into(),
+                    ));
+                };
+                db::state::persist(&mut tx, [&state]).await?;
+                tx.commit().await?;
+                return Ok((*account, false));
+            }
+            let external_id = input.external_id.clone().flatten();
+            check_shared(
+                &mut tx,
+                key_id,
+                input.shared.unwrap_or(false),
+                external_id.as_deref(),
+            )
+            .await?;
+            let state = account::open(key_id, &plan, &input, now)?;
+            let account = view::account(&state, now).map_err(ServiceError::Ledger)?;
+            match db::state::persist(&mut tx, [&state]).await {
+                // Created a moment ago by another request: update it instead.
+                Err(db::state::PersistError::Database(sqlx::Error::Database(e)))
+                    if e.code().as_deref() == Some("23505") =>
+                {
+                    tx.rollback().await?;
+                    continue;
+                }
+                other => other?,
+            }
+            tx.commit().await?;
+            return Ok((account, true));
+        }
+        Err(ServiceError::Ledger(LedgerError::Conflict {
+            code: "concurrent_change",
+            message: format!("account {key_id} kept changing under the request; retry it"),
+        }))
+    }
+
+    /// The account of `key_id`, created on `plan` (anchored at `anchor`, default now) if it does
+    /// not exist yet. Exactly one account under concurrent first calls: a create that loses the
+    /// race finds the winner's account.
+    pub async fn provision(
+        &self,
+        key_id: &KeyId,
+        plan: &PlanId,
+        anchor: Option<DateTime<Utc>>,
+    ) -> Result<Account, ServiceError> {
+        match self.get_account(key_id).await {
+            Err(ServiceError::Ledger(LedgerError::AccountNotFound(_))) => {}
+            found => return found,
+        }
+        let input = AccountInput {
+            plan: plan.clone(),
+            billing_anchor: anchor,
+            external_id: None,
+            metadata: None,
+            shared: None,
+        };
+        match self.put_account(key_id, input).await {
+            Ok((account, _)) => Ok(account),
+            // Created meanwhile by another first call (on another plan or anchor): use it.
+            Err(ServiceError::Ledger(LedgerError::Conflict { .. })) => {
+                self.get_account(key_id).await
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Brings one account up to date at now (rolls, expiries) in a transaction of its own.
+    pub async fn maintain(&self, key_id: &KeyId) -> Result<Maintenance, ServiceError> {
+        match self
+            .execute(
+                Target::Account(key_id.clone()),
+                Request::new(Command::Maintain, None),
+            )
+            .await?
+        {
+            Answer::Maintained(done) => Ok(done),
+            _ => Err(ServiceError::Corrupt(
+                "maintenance answered something else".into(),
+            )),
+        }
+    }
+
+    /// The scheduler's job: rolls the periods and journals the expiries of every account that is
+    /// due, in batches, skipping accounts another process is working on. Returns the totals.
+    pub async fn maintain_due(&self, batch: i64) -> Result<Maintenance, ServiceError> {
+        let mut total = Maintenance::default();
+        loop {
+            let now = self.now();
+            let mut conn = self.db.acquire().await?;
+            let due = db::accounts::due_for_maintenance(&mut conn, now, batch).await?;
+            drop(conn);
+            let mut progressed = false;
+            for key_id in &due {
+                // One failing account must not hold up the others.
+                match self.maintain_one(key_id).await {
+                    Ok(done) => {
+                        progressed |= done.rolled > 0 || done.expired > 0;
+                        total.rolled += done.rolled;
+                        total.expired += done.expired;
+                    }
+                    Err(err) => {
+                        tracing::error!(key_id = %key_id, error = %err, "maintenance of an account failed")
+                    }
+                }
+            }
+            if total.rolled > 0 {
+                metrics::counter!("period_rolls_total").increment(total.rolled as u64);
+            }
+            if (due.len() as i64) < batch || !progressed {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn maintain_one(&self, key_id: &str) -> Result<Maintenance, ServiceError> {
+        let now = self.now();
+        let mut tx = self.db.begin().await?;
+        let selection = Selection {
+            keys: vec![key_id.to_owned()],
+            ..Selection::default()
+        };
+        let Some(mut state) = db::state::load(&mut tx, &selection, Lock::SkipLocked)
+            .await?
+            .pop()
+        else {
+            return Ok(Maintenance::default());
+        };
+        let done = match command::apply(&mut state, &Request::new(Command::Maintain, None), now)? {
+            Answer::Maintained(done) => done,
+            _ => {
+                return Err(ServiceError::Corrupt(
+                    "maintenance answered something else".into(),
+                ))
+            }
+        };
+        db::state::persist(&mut tx, [&state]).await?;
+        tx.commit().await?;
+        if done.rolled > 0 {
+            tracing::info!(key_id, periods = done.rolled, "period rolled");
+        }
+        Ok(done)
+    }
+
+    /// Forgets idempotency keys older than `retention` (rule 5 keeps them at least 30 days).
+    pub async fn purge_idempotency_keys(
+        &self,
+        retention: chrono::Duration,
+    ) -> Result<u64, ServiceError> {
+        let mut conn = self.db.acquire().await?;
+        Ok(db::idempotency::purge_older_than(&mut conn, self.now() - retention).await?)
+    }
+}
+
+/// A shared account needs the customer's external id, and a customer has one shared account.
+async fn check_shared(
+    tx: &mut sqlx::PgConnection,
+    key_id: &KeyId,
+    shared: bool,
+    external_id: Option<&str>,
+) -> Result<(), ServiceError> {
+    if !shared {
+        return Ok(());
+    }
+    let Some(external_id) = external_id else {
+        return Err(LedgerError::Invalid(InvalidField::new(
+            "external_id",
+            "is required for a shared account: it is the Unkey identity externalId whose keys share it",
+        ))
+        .into());
+    };
+    if let Some(other) = db::accounts::other_shared(tx, external_id, key_id.as_str()).await? {
+        return Err(LedgerError::Conflict {
+            code: "shared_account_exists",
+            message: format!("account {other} is already the shared account of {external_id}"),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Debits counted by outcome, and the credits they took.
+fn record_metrics(command: &Command, result: &Result<Answer, LedgerError>) {
+    match (command, result) {
+        (Command::Debit(_) | Command::Commit { .. }, Ok(Answer::Debit(debit)))
+            if !debit.dry_run =>
+        {
+            let pool = debit.pool.to_string();
+            metrics::counter!("debits_total", "pool" => pool.clone(), "outcome" => "accepted")
+                .increment(1);
+            metrics::counter!("credits_debited_total", "pool" => pool)
+                .increment(debit.cost.unsigned_abs());
+        }
+        (Command::Debit(_), Err(LedgerError::CreditsExhausted(e))) => {
+            metrics::counter!("debits_total", "pool" => e.pool.to_string(), "outcome" => "refused")
+                .increment(1);
+        }
+        _ => {}
+    }
+}

@@ -9,12 +9,14 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
 use super::auth::{Admin, Service};
-use super::extract::{AppJson, AppPath, AppQuery};
+use super::extract::{AppJson, AppPath, AppQuery, IdempotencyKey};
+use super::idempotency::{idempotency, render};
 use super::plans::plan_id;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::ledger::account::AccountInput;
 use crate::ledger::model::{Account, Balance, EntryPage};
+use crate::ledger::plan_change::Proration;
 use crate::ledger::types::{check_external_id, check_timestamp, InvalidField, KeyId};
 
 pub const PAGE_DEFAULT: i64 = 100;
@@ -193,9 +195,48 @@ pub async fn usage(
     _: Service,
     State(state): State<AppState>,
     AppPath(raw_key): AppPath<String>,
-    AppQuery(params): AppQuery<super::verify::UsageParams>,
+    AppQuery(params): AppQuery<super::me::UsageParams>,
 ) -> Result<Json<crate::ledger::usage::Usage>, ApiError> {
     let key = key_id(&raw_key)?;
     let query = params.query(&state, &key, None).await?;
     Ok(Json(state.ledger.usage(&key, &query).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanChangeBody {
+    plan: String,
+    #[serde(default = "default_proration")]
+    proration: Proration,
+}
+
+fn default_proration() -> Proration {
+    Proration::None
+}
+
+/// POST /v1/accounts/{key_id}/plan: 200 with the account on its new plan.
+pub async fn change_plan(
+    _: Admin,
+    State(state): State<AppState>,
+    AppPath(raw_key): AppPath<String>,
+    IdempotencyKey(key): IdempotencyKey,
+    AppJson(body, _): AppJson<PlanChangeBody>,
+) -> Result<Response, ApiError> {
+    let account = key_id(&raw_key)?;
+    let plan = plan_id(&body.plan).map_err(|_| {
+        ApiError::invalid_field(
+            "invalid_request",
+            &InvalidField::new(
+                "plan",
+                "must be a plan id: letters, digits, '_', '-', '.' and ':'",
+            ),
+        )
+    })?;
+    let normalized = json!({"plan": plan, "proration": body.proration});
+    let idem = idempotency(key, "POST /v1/accounts/{key_id}/plan", &normalized);
+    let outcome = state
+        .ledger
+        .change_plan(&account, &plan, body.proration, idem.as_ref())
+        .await?;
+    render::<Account>(outcome, StatusCode::OK)
 }

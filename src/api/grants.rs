@@ -1,67 +1,26 @@
 //! Grants, voids, adjustments and plan changes: the admin's tools on an account's credits.
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::Json;
 use chrono::{DateTime, SubsecRound, Utc};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::accounts::{key_id, metadata_object, page_limit};
 use super::auth::{Admin, Service};
-use super::debits::IDEMPOTENT_REPLAYED;
-use super::extract::{request_hash, AppJson, AppPath, AppQuery, IdempotencyKey};
-use super::plans::plan_id;
+use super::extract::{AppJson, AppPath, AppQuery, IdempotencyKey};
+use super::idempotency::{idempotency, render};
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::ledger::adjust::AdjustmentRequest;
-use crate::ledger::command::Idempotency;
 use crate::ledger::grant::GrantRequest;
-use crate::ledger::model::{Account, Adjustment, AdjustmentOp, Grant, GrantPage};
-use crate::ledger::plan_change::Proration;
-use crate::ledger::types::{
-    check_positive, check_timestamp, GrantKind, InvalidField, PoolName, MAX_CREDITS,
-};
-use crate::service::Outcome;
+use crate::ledger::model::{Grant, GrantPage};
+use crate::ledger::types::{check_positive, check_timestamp, GrantKind, InvalidField, PoolName};
 
 fn field(f: InvalidField) -> ApiError {
     ApiError::invalid_field("invalid_request", &f)
-}
-
-/// Renders an idempotent outcome: the new value, or the stored answer replayed through the same
-/// type so that it is the same body.
-pub fn render<T: Serialize + DeserializeOwned>(
-    outcome: Outcome<T>,
-    status: StatusCode,
-) -> Result<Response, ApiError> {
-    match outcome {
-        Outcome::Done(value) => Ok((status, Json(value)).into_response()),
-        Outcome::Replayed(body) => {
-            let value: T = serde_json::from_value(body).map_err(|e| {
-                tracing::error!(error = %e, "stored response does not decode");
-                ApiError::internal()
-            })?;
-            let mut response = (status, Json(value)).into_response();
-            response
-                .headers_mut()
-                .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
-            Ok(response)
-        }
-    }
-}
-
-pub(crate) fn idempotency(
-    key: Option<String>,
-    route: &str,
-    request: &Value,
-) -> Option<Idempotency> {
-    key.map(|key| Idempotency {
-        key,
-        request_hash: request_hash(route, request),
-    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -182,92 +141,4 @@ pub async fn void(
         .parse::<Uuid>()
         .map_err(|_| field(InvalidField::new("id", "must be a grant id (a UUID)")))?;
     Ok(Json(state.ledger.void_grant(id).await?))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdjustmentBody {
-    pool: Option<String>,
-    op: AdjustmentOp,
-    amount: i64,
-    reason: String,
-}
-
-/// POST /v1/accounts/{key_id}/adjustments: 201 with the adjustment.
-pub async fn adjust(
-    _: Admin,
-    State(state): State<AppState>,
-    AppPath(raw_key): AppPath<String>,
-    IdempotencyKey(key): IdempotencyKey,
-    AppJson(body, _): AppJson<AdjustmentBody>,
-) -> Result<Response, ApiError> {
-    let account = key_id(&raw_key)?;
-    let pool = PoolName::parse("pool", body.pool.as_deref().unwrap_or("credits")).map_err(field)?;
-    let amount = match body.op {
-        AdjustmentOp::Set if (0..=MAX_CREDITS).contains(&body.amount) => body.amount,
-        AdjustmentOp::Set => {
-            return Err(field(InvalidField::new(
-                "amount",
-                format!("must be between 0 and {MAX_CREDITS}"),
-            )))
-        }
-        _ => check_positive("amount", body.amount).map_err(field)?,
-    };
-    let reason = body.reason.trim().to_owned();
-    if reason.is_empty() || reason.chars().count() > 500 {
-        return Err(field(InvalidField::new(
-            "reason",
-            "must be 1 to 500 characters long",
-        )));
-    }
-    let request = AdjustmentRequest {
-        pool,
-        op: body.op,
-        amount,
-        reason,
-    };
-    let normalized = json!({"pool": request.pool, "op": request.op, "amount": request.amount,
-                            "reason": request.reason});
-    let idem = idempotency(key, "POST /v1/accounts/{key_id}/adjustments", &normalized);
-    let outcome = state
-        .ledger
-        .adjust(&account, &request, idem.as_ref())
-        .await?;
-    render::<Adjustment>(outcome, StatusCode::CREATED)
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PlanChangeBody {
-    plan: String,
-    #[serde(default = "default_proration")]
-    proration: Proration,
-}
-
-fn default_proration() -> Proration {
-    Proration::None
-}
-
-/// POST /v1/accounts/{key_id}/plan: 200 with the account on its new plan.
-pub async fn change_plan(
-    _: Admin,
-    State(state): State<AppState>,
-    AppPath(raw_key): AppPath<String>,
-    IdempotencyKey(key): IdempotencyKey,
-    AppJson(body, _): AppJson<PlanChangeBody>,
-) -> Result<Response, ApiError> {
-    let account = key_id(&raw_key)?;
-    let plan = plan_id(&body.plan).map_err(|_| {
-        field(InvalidField::new(
-            "plan",
-            "must be a plan id: letters, digits, '_', '-', '.' and ':'",
-        ))
-    })?;
-    let normalized = json!({"plan": plan, "proration": body.proration});
-    let idem = idempotency(key, "POST /v1/accounts/{key_id}/plan", &normalized);
-    let outcome = state
-        .ledger
-        .change_plan(&account, &plan, body.proration, idem.as_ref())
-        .await?;
-    render::<Account>(outcome, StatusCode::OK)
 }

@@ -1,12 +1,17 @@
-//! HTTP routes. Handlers are thin: parse, one call into `ledger::ops`, render.
+//! HTTP routes, one file per resource named after its route. Handlers are thin: parse, one call
+//! into the service, render. HTTP statuses live here and nowhere below.
 
 pub mod accounts;
+pub mod adjustments;
 pub mod auth;
 pub mod debits;
 pub mod extract;
 pub mod grants;
 pub mod health;
+pub mod idempotency;
+pub mod me;
 pub mod plans;
+pub mod refunds;
 pub mod reservations;
 pub mod verify;
 pub mod webhooks;
@@ -45,8 +50,11 @@ pub fn router(state: AppState) -> Router {
             "/v1/accounts/{key_id}/grants",
             post(grants::create).get(grants::list),
         )
-        .route("/v1/accounts/{key_id}/adjustments", post(grants::adjust))
-        .route("/v1/accounts/{key_id}/plan", post(grants::change_plan))
+        .route(
+            "/v1/accounts/{key_id}/adjustments",
+            post(adjustments::adjust),
+        )
+        .route("/v1/accounts/{key_id}/plan", post(accounts::change_plan))
         .route("/v1/grants/{id}/void", post(grants::void))
         .route(
             "/v1/accounts/{key_id}/reservations",
@@ -55,12 +63,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/reservations/{id}", get(reservations::get))
         .route("/v1/reservations/{id}/commit", post(reservations::commit))
         .route("/v1/reservations/{id}/release", post(reservations::release))
-        .route("/v1/debits/{id}/refunds", post(reservations::refund))
+        .route("/v1/debits/{id}/refunds", post(refunds::refund))
         .route("/v1/accounts/{key_id}/usage", get(accounts::usage))
         .route("/v1/verify", post(verify::verify))
-        .route("/v1/me/balance", get(verify::my_balance))
-        .route("/v1/me/entries", get(verify::my_entries))
-        .route("/v1/me/usage", get(verify::my_usage))
+        .route("/v1/me/balance", get(me::my_balance))
+        .route("/v1/me/entries", get(me::my_entries))
+        .route("/v1/me/usage", get(me::my_usage))
         .route(
             "/v1/webhook-endpoints",
             post(webhooks::create).get(webhooks::list),

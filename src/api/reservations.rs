@@ -9,13 +9,13 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::accounts::key_id;
-use super::auth::{Admin, Service};
+use super::auth::Service;
 use super::debits::{debit_response, DebitBody};
 use super::extract::{AppJson, AppPath, IdempotencyKey, OptionalJson};
-use super::grants::{idempotency, render};
+use super::idempotency::{idempotency, render};
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::ledger::model::{Debit, Refund, Reservation};
+use crate::ledger::model::{Debit, Reservation};
 use crate::ledger::reserve::{ReservationRequest, DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS};
 use crate::ledger::types::{check_positive, InvalidField};
 use crate::service::Outcome;
@@ -24,7 +24,7 @@ fn field(f: InvalidField) -> ApiError {
     ApiError::invalid_field("invalid_request", &f)
 }
 
-fn uuid_path(raw: &str, what: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn uuid_path(raw: &str, what: &str) -> Result<Uuid, ApiError> {
     raw.parse::<Uuid>().map_err(|_| {
         field(InvalidField::new(
             "id",
@@ -142,43 +142,4 @@ pub async fn get(
 ) -> Result<Json<Reservation>, ApiError> {
     let id = uuid_path(&raw_id, "reservation")?;
     Ok(Json(state.ledger.get_reservation(id).await?))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RefundBody {
-    amount: Option<i64>,
-    reason: Option<String>,
-}
-
-/// POST /v1/debits/{id}/refunds: 201 with the refund.
-pub async fn refund(
-    _: Admin,
-    State(state): State<AppState>,
-    AppPath(raw_id): AppPath<String>,
-    IdempotencyKey(key): IdempotencyKey,
-    OptionalJson(body): OptionalJson<RefundBody>,
-) -> Result<Response, ApiError> {
-    let id = uuid_path(&raw_id, "debit")?;
-    let amount = body
-        .amount
-        .map(|a| check_positive("amount", a).map_err(field))
-        .transpose()?;
-    let reason = body
-        .reason
-        .map(|r| r.trim().to_owned())
-        .filter(|r| !r.is_empty());
-    if reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
-        return Err(field(InvalidField::new(
-            "reason",
-            "must be at most 500 characters long",
-        )));
-    }
-    let normalized = json!({"debit_id": id, "amount": amount, "reason": reason});
-    let idem = idempotency(key, "POST /v1/debits/{id}/refunds", &normalized);
-    let outcome = state
-        .ledger
-        .refund(id, amount, reason, idem.as_ref())
-        .await?;
-    render::<Refund>(outcome, StatusCode::CREATED)
 }

@@ -1,8 +1,6 @@
-//! `POST /v1/verify` (verify a customer's key with Unkey, rate-limit, debit) and the customer's
-//! own views, `/v1/me/*`.
+//! `POST /v1/verify`: verify a customer's key with Unkey, rate-limit, debit.
 
 use axum::extract::State;
-use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -11,22 +9,19 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::accounts::page_limit;
-use super::auth::{bearer, Service};
+use super::auth::Service;
 use super::debits::{DebitBody, CREDITS_REMAINING, IDEMPOTENT_REPLAYED};
-use super::extract::{request_hash, AppJson, AppQuery, IdempotencyKey};
+use super::extract::{request_hash, AppJson, IdempotencyKey};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::gate::{debit_of, Gate, GateError, RateState};
 use crate::ledger::command::Idempotency;
-use crate::ledger::model::{Balance, EntryPage};
-use crate::ledger::types::{check_timestamp, InvalidField};
-use crate::ledger::usage::{Usage, UsageGroup, UsageInterval, UsageQuery};
+use crate::ledger::types::InvalidField;
 
 /// The longest customer key Unkey accepts.
-const KEY_MAX: usize = 512;
+pub(crate) const KEY_MAX: usize = 512;
 
-fn gate(state: &AppState) -> Result<&Gate, ApiError> {
+pub(crate) fn gate(state: &AppState) -> Result<&Gate, ApiError> {
     state.gate.as_deref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -193,129 +188,4 @@ pub async fn verify(
         headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     }
     Ok(response)
-}
-
-/// The customer's own key, from `Authorization: Bearer <key>`.
-pub struct CustomerKey(String);
-
-impl axum::extract::FromRequestParts<AppState> for CustomerKey {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let key = bearer(parts).ok_or_else(|| {
-            ApiError::unauthorized("send your API key as 'Authorization: Bearer <key>'")
-        })?;
-        // A ledger token sent here by mistake is not passed on to Unkey.
-        if state.tokens.role_of(key).is_some() {
-            return Err(ApiError::unauthorized(
-                "this is a ledger admin or service token; /v1/me/* takes a customer's own API key",
-            ));
-        }
-        if key.len() > KEY_MAX {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_key",
-                "the API key is not valid",
-            )
-            .with_details(json!({"unkey_code": "NOT_FOUND"})));
-        }
-        Ok(CustomerKey(key.to_owned()))
-    }
-}
-
-async fn my_account(
-    state: &AppState,
-    key: &CustomerKey,
-) -> Result<(crate::ledger::types::KeyId, String), ApiError> {
-    let gate = gate(state)?;
-    let verified = gate.identify(&key.0).await?;
-    let account = gate.account_of(&state.ledger, &verified).await?;
-    Ok((account, verified.key_id.to_string()))
-}
-
-/// GET /v1/me/balance
-pub async fn my_balance(
-    State(state): State<AppState>,
-    key: CustomerKey,
-) -> Result<Json<Balance>, ApiError> {
-    let (account, _) = my_account(&state, &key).await?;
-    Ok(Json(state.ledger.balance(&account).await?))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MyEntriesQuery {
-    limit: Option<i64>,
-    cursor: Option<String>,
-}
-
-/// GET /v1/me/entries
-pub async fn my_entries(
-    State(state): State<AppState>,
-    key: CustomerKey,
-    AppQuery(query): AppQuery<MyEntriesQuery>,
-) -> Result<Json<EntryPage>, ApiError> {
-    let limit = page_limit(query.limit)?;
-    let before = query
-        .cursor
-        .as_deref()
-        .map(|c| {
-            c.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                ApiError::invalid_field(
-                    "invalid_request",
-                    &InvalidField::new("cursor", "is not a cursor this API returned"),
-                )
-            })
-        })
-        .transpose()?;
-    let (account, _) = my_account(&state, &key).await?;
-    Ok(Json(state.ledger.entries(&account, before, limit).await?))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UsageParams {
-    from: Option<DateTime<Utc>>,
-    to: Option<DateTime<Utc>>,
-    interval: Option<UsageInterval>,
-    group_by: Option<UsageGroup>,
-}
-
-impl UsageParams {
-    /// Defaults: the current period so far, by day, per operation.
-    pub async fn query(
-        self,
-        state: &AppState,
-        account: &crate::ledger::types::KeyId,
-        source_key_id: Option<String>,
-    ) -> Result<UsageQuery, ApiError> {
-        let invalid = |f| ApiError::invalid_field("invalid_request", &f);
-        let from = match self.from {
-            Some(from) => check_timestamp("from", from).map_err(invalid)?,
-            None => state.ledger.balance(account).await?.period.start,
-        };
-        let to = match self.to {
-            Some(to) => check_timestamp("to", to).map_err(invalid)?,
-            None => state.ledger.now() + chrono::Duration::seconds(1),
-        };
-        Ok(UsageQuery {
-            from,
-            to,
-            interval: self.interval.unwrap_or(UsageInterval::Day),
-            group_by: self.group_by.unwrap_or(UsageGroup::Operation),
-            source_key_id,
-        })
-    }
-}
-
-/// GET /v1/me/usage: this key's own debits (in a shared account, only the ones it made).
-pub async fn my_usage(
-    State(state): State<AppState>,
-    key: CustomerKey,
-    AppQuery(params): AppQuery<UsageParams>,
-) -> Result<Json<Usage>, ApiError> {
-    let (account, key_id) = my_account(&state, &key).await?;
-    let source = (account.as_str() != key_id).then_some(key_id);
-    let query = params.query(&state, &account, source).await?;
-    Ok(Json(state.ledger.usage(&account, &query).await?))
 }

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::accounts::page_limit;
 use super::auth::Admin;
 use super::extract::{AppJson, AppPath, AppQuery, IdempotencyKey};
-use super::grants::{idempotency, render};
+use super::idempotency::{idempotency, render};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::ledger::alerts as events;

@@ -34,7 +34,7 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<Entry>, sqlx::Error> {
     let rows: Vec<EntryRow> = sqlx::query_as(
-        "SELECT id, key_id, pool, kind, amount, balance_after, grant_id, operation, debit_id,
+        "SELECT id, key_id, pool, kind::text AS kind, amount, balance_after, grant_id, operation, debit_id,
                 reservation_id, adjustment_id, source_key_id, created_at, metadata
            FROM entries
           WHERE key_id = $1 AND ($2::bigint IS NULL OR id < $2)

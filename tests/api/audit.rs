@@ -75,7 +75,7 @@ async fn add_pack(app: &TestApp, key_id: &str, amount: i64) -> Uuid {
 }
 
 async fn grant_of(app: &TestApp, key_id: &str, kind: &str) -> Uuid {
-    sqlx::query_scalar("SELECT id FROM grants WHERE key_id = $1 AND kind = $2")
+    sqlx::query_scalar("SELECT id FROM grants WHERE key_id = $1 AND kind = $2::grant_kind")
         .bind(key_id)
         .bind(kind)
         .fetch_one(&app.db.pool)

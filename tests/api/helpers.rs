@@ -444,11 +444,13 @@ impl TestApp {
 
     /// Every journal entry of an account, oldest first, read straight from the database.
     pub async fn all_entries(&self, key_id: &str) -> Vec<(String, i64, Option<uuid::Uuid>)> {
-        sqlx::query_as("SELECT kind, amount, grant_id FROM entries WHERE key_id = $1 ORDER BY id")
-            .bind(key_id)
-            .fetch_all(&self.db.pool)
-            .await
-            .unwrap()
+        sqlx::query_as(
+            "SELECT kind::text, amount, grant_id FROM entries WHERE key_id = $1 ORDER BY id",
+        )
+        .bind(key_id)
+        .fetch_all(&self.db.pool)
+        .await
+        .unwrap()
     }
 
     pub async fn count(&self, table: &str) -> i64 {
@@ -474,7 +476,7 @@ impl TestApp {
         sqlx::query(
             "INSERT INTO grants (key_id, id, pool, kind, amount, remaining, effective_at, expires_at,
                                  priority, created_at)
-             VALUES ($1, $2, 'credits', $3, $4, $4, $5, $6, $7, $5)",
+             VALUES ($1, $2, 'credits', $3::grant_kind, $4, $4, $5, $6, $7, $5)",
         )
         .bind(key_id)
         .bind(id)

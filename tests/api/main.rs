@@ -15,6 +15,7 @@ mod openapi;
 mod periods;
 mod plans;
 mod reservations;
+mod schema;
 mod unkey_double;
 mod validation;
 mod verify;

@@ -224,7 +224,7 @@ async fn the_scheduler_releases_expired_holds_of_idle_accounts() {
     held.assert_status(201);
     app.clock.advance(Duration::seconds(2));
     credit_ledger::scheduler::run_once(&app.ledger).await;
-    let status: String = sqlx::query_scalar("SELECT status FROM reservations")
+    let status: String = sqlx::query_scalar("SELECT status::text FROM reservations")
         .fetch_one(&app.db.pool)
         .await
         .unwrap();

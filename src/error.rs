@@ -266,21 +266,38 @@ impl From<ServiceError> for ApiError {
     fn from(err: ServiceError) -> Self {
         match err {
             ServiceError::Ledger(err) => err.into(),
-            ServiceError::Database(db) => {
-                if is_unavailable(&db) {
-                    tracing::warn!(error = %db, "database unavailable");
-                    Self::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "database_unavailable",
-                        "the ledger's database is unavailable; retry shortly with the same Idempotency-Key",
-                    )
-                } else {
-                    tracing::error!(error = %db, "database error");
-                    Self::internal()
-                }
+            other => Self::from_storage(&other),
+        }
+    }
+}
+
+impl ApiError {
+    /// Storage failing: 503 when the database is out of reach (retry with the same
+    /// Idempotency-Key), else 500 with the details logged, not sent.
+    fn from_storage(err: &ServiceError) -> Self {
+        let unavailable = || {
+            Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "the ledger's database is unavailable; retry shortly with the same Idempotency-Key",
+            )
+        };
+        match err {
+            ServiceError::Database(db) if is_unavailable(db) => {
+                tracing::warn!(error = %db, "database unavailable");
+                unavailable()
             }
-            ServiceError::Corrupt(what) => {
-                tracing::error!(error = %what, "stored data does not decode");
+            ServiceError::Unavailable(what) => {
+                tracing::warn!(error = %what, "ledger unavailable");
+                unavailable()
+            }
+            ServiceError::Batch(inner) => Self::from_storage(inner),
+            ServiceError::Ledger(LedgerError::Corrupt(what)) | ServiceError::Corrupt(what) => {
+                tracing::error!(error = %what, "stored data is inconsistent");
+                Self::internal()
+            }
+            other => {
+                tracing::error!(error = %other, "storage error");
                 Self::internal()
             }
         }

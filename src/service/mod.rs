@@ -8,6 +8,9 @@
 
 mod commands;
 mod reads;
+mod writer;
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -38,6 +41,11 @@ pub enum ServiceError {
     /// Stored data that does not decode into the ledger's records.
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    /// The batch this command was part of failed as a whole; none of it applied.
+    #[error("the batch failed: {0}")]
+    Batch(Arc<ServiceError>),
+    #[error("the ledger is unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<db::state::PersistError> for ServiceError {
@@ -69,6 +77,12 @@ pub enum Target {
 impl Target {
     fn selection(&self, idempotency: Option<&Idempotency>) -> Selection {
         let mut s = Selection::default();
+        self.select(&mut s, idempotency);
+        s
+    }
+
+    /// Adds what a load needs for this target to `s`.
+    fn select(&self, s: &mut Selection, idempotency: Option<&Idempotency>) {
         match self {
             Target::Account(key) => s.keys.push(key.to_string()),
             Target::Reservation(id) => s.reservations.push(*id),
@@ -78,7 +92,16 @@ impl Target {
         if let Some(idem) = idempotency {
             s.idempotency_keys.push(idem.key.clone());
         }
-        s
+    }
+
+    /// Whether `state` is the account this target names.
+    fn names(&self, state: &AccountState) -> bool {
+        match self {
+            Target::Account(key) => state.key_id() == key,
+            Target::Reservation(id) => state.reservations.iter().any(|r| r.id == *id),
+            Target::Debit(id) => state.debits.iter().any(|d| d.id == *id),
+            Target::Grant(id) => state.grants.iter().any(|g| g.id == *id),
+        }
     }
 
     fn not_found(&self) -> LedgerError {
@@ -91,22 +114,33 @@ impl Target {
     }
 }
 
-/// The ledger: a database pool and a clock.
-#[derive(Debug, Clone)]
+/// The ledger: a database pool, a clock, and the batching writer every write goes through.
+#[derive(Clone)]
 pub struct Ledger {
     db: PgPool,
     clock: Clock,
+    writer: Option<Arc<writer::Writer>>,
 }
 
-/// Whether a refusal leaves the state as the state machine meant it (then its effects, the
-/// catch-up and a refusal's announcement, are kept), or the state cannot be trusted.
-fn keeps_effects(err: &LedgerError) -> bool {
-    !matches!(err, LedgerError::Corrupt(_) | LedgerError::OutOfRange(_))
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").finish_non_exhaustive()
+    }
 }
 
 impl Ledger {
+    /// A ledger whose writes go through the batching writer (its tasks start here).
     pub fn new(db: PgPool, clock: Clock) -> Self {
-        Self { db, clock }
+        let direct = Self {
+            db,
+            clock,
+            writer: None,
+        };
+        let writer = writer::Writer::start(direct.clone());
+        Self {
+            writer: Some(Arc::new(writer)),
+            ..direct
+        }
     }
 
     pub fn db(&self) -> &PgPool {
@@ -117,37 +151,59 @@ impl Ledger {
         self.clock.now()
     }
 
-    /// The write path for one command: load and lock, apply, persist, commit. Returns the
-    /// answer and the state after it.
+    /// The write path: in one transaction, load and lock the states of every account the
+    /// commands name (one round trip), apply each command to its account's state in order,
+    /// persist every effect (one round trip), commit. A refused command does not affect the
+    /// others. Returns each command's answer and the states after them.
+    async fn apply_batch(
+        &self,
+        jobs: &[(Target, Request)],
+    ) -> Result<(Vec<Result<Answer, LedgerError>>, Vec<AccountState>), ServiceError> {
+        let now = self.now();
+        let mut selection = Selection::default();
+        for (target, request) in jobs {
+            target.select(&mut selection, request.idempotency.as_ref());
+        }
+        let mut tx = self.db.begin().await?;
+        let mut states = db::state::load(&mut tx, &selection, Lock::Wait).await?;
+        let mut results = Vec::with_capacity(jobs.len());
+        for (target, request) in jobs {
+            let result = match states.iter().position(|s| target.names(s)) {
+                Some(i) => command::apply(&mut states[i], request, now),
+                None => Err(target.not_found()),
+            };
+            record_metrics(&request.command, &result);
+            results.push(result);
+        }
+        db::state::persist(&mut tx, states.iter()).await?;
+        tx.commit().await?;
+        Ok((results, states))
+    }
+
+    /// The write path for one command, without the writer. Returns the answer and the state
+    /// after it.
     async fn run(
         &self,
         target: &Target,
         request: &Request,
     ) -> Result<(Answer, AccountState), ServiceError> {
-        let now = self.now();
-        let mut tx = self.db.begin().await?;
-        let selection = target.selection(request.idempotency.as_ref());
-        let mut state = db::state::load(&mut tx, &selection, Lock::Wait)
-            .await?
-            .pop()
+        let jobs = [(target.clone(), request.clone())];
+        let (mut results, states) = self.apply_batch(&jobs).await?;
+        let answer = results.pop().unwrap_or_else(|| Err(target.not_found()))?;
+        let state = states
+            .into_iter()
+            .find(|s| target.names(s))
             .ok_or_else(|| target.not_found())?;
-        let result = command::apply(&mut state, request, now);
-        if let Err(err) = &result {
-            if !keeps_effects(err) {
-                tx.rollback().await?;
-                return Err(result.unwrap_err().into());
-            }
-        }
-        db::state::persist(&mut tx, [&state]).await?;
-        tx.commit().await?;
-        record_metrics(&request.command, &result);
-        Ok((result?, state))
+        Ok((answer, state))
     }
 
-    /// Runs one command on the account `target` names.
+    /// Runs one command on the account `target` names, through the batching writer.
     #[instrument(skip_all, fields(target = ?target))]
     pub async fn execute(&self, target: Target, request: Request) -> Result<Answer, ServiceError> {
-        Ok(self.run(&target, &request).await?.0)
+        match &self.writer {
+            Some(writer) => writer.submit(target, request).await,
+            None => Ok(self.run(&target, &request).await?.0),
+        }
     }
 
     /// Creates or replaces a plan. A definition equal to the latest version changes nothing;

@@ -1,0 +1,138 @@
+//! The batching writer. Write commands from concurrent requests queue up; a few writer tasks
+//! each take what is waiting (up to a bound) and run it through one transaction: load and lock
+//! the accounts' states, apply every command in arrival order, persist the effects, commit. Only
+//! then is each request answered.
+//!
+//! The queue is sharded by account, so each account has one writer per process and batches of
+//! one process never wait on each other; a hot account pays one lock, one grant update and one
+//! commit per batch, not per command. A writer waits for the first command and then takes only
+//! what is already queued: at low load a batch is one command, and no timer adds latency.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::{Ledger, ServiceError, Target};
+use crate::ledger::command::{Answer, Request};
+use crate::ledger::types::KeyId;
+
+/// Writer tasks (queue shards) per process.
+pub const WRITERS: usize = 4;
+/// The most commands one batch takes.
+pub const MAX_BATCH: usize = 256;
+/// Commands that may wait in one shard's queue before callers wait to enqueue.
+const QUEUE: usize = 4096;
+/// Reservations made here whose account is remembered, so a commit finds its account's shard.
+const KNOWN_RESERVATIONS: u64 = 100_000;
+
+struct Job {
+    target: Target,
+    request: Request,
+    reply: oneshot::Sender<Result<Answer, ServiceError>>,
+}
+
+pub(super) struct Writer {
+    shards: Vec<mpsc::Sender<Job>>,
+    /// Reservation id → account, for reservations this process made.
+    reservations: moka::sync::Cache<Uuid, KeyId>,
+}
+
+impl Writer {
+    /// Starts the writer tasks. `ledger` must be one without a writer: the tasks apply batches
+    /// through it directly.
+    pub(super) fn start(ledger: Ledger) -> Self {
+        let shards = (0..WRITERS)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(QUEUE);
+                tokio::spawn(run_shard(ledger.clone(), rx));
+                tx
+            })
+            .collect();
+        Writer {
+            shards,
+            reservations: moka::sync::Cache::new(KNOWN_RESERVATIONS),
+        }
+    }
+
+    fn shard_of(&self, target: &Target) -> usize {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        match target {
+            Target::Account(key) => key.hash(&mut hasher),
+            Target::Reservation(id) => match self.reservations.get(id) {
+                Some(key) => key.hash(&mut hasher),
+                None => id.hash(&mut hasher),
+            },
+            Target::Debit(id) | Target::Grant(id) => id.hash(&mut hasher),
+        }
+        (hasher.finish() % self.shards.len() as u64) as usize
+    }
+
+    /// Queues a command and waits for its answer, given after its batch committed.
+    pub(super) async fn submit(
+        &self,
+        target: Target,
+        request: Request,
+    ) -> Result<Answer, ServiceError> {
+        let shard = self.shard_of(&target);
+        let key = match &target {
+            Target::Account(key) => Some(key.clone()),
+            _ => None,
+        };
+        let (reply, answer) = oneshot::channel();
+        self.shards[shard]
+            .send(Job {
+                target,
+                request,
+                reply,
+            })
+            .await
+            .map_err(|_| ServiceError::Unavailable("the writer has stopped".into()))?;
+        let answer = answer
+            .await
+            .map_err(|_| ServiceError::Unavailable("the writer dropped a command".into()))??;
+        if let (Answer::Reservation(r), Some(key)) = (&answer, key) {
+            self.reservations.insert(r.id, key);
+        }
+        Ok(answer)
+    }
+}
+
+async fn run_shard(ledger: Ledger, mut queue: mpsc::Receiver<Job>) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = queue.recv().await {
+        jobs.push(first);
+        while jobs.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        // A caller that has gone (its request timed out) gets no effect it cannot learn of.
+        let (work, replies): (Vec<(Target, Request)>, Vec<_>) = jobs
+            .drain(..)
+            .filter(|job| !job.reply.is_closed())
+            .map(|job| ((job.target, job.request), job.reply))
+            .unzip();
+        if work.is_empty() {
+            continue;
+        }
+        metrics::histogram!("write_batch_size").record(work.len() as f64);
+        match ledger.apply_batch(&work).await {
+            Ok((results, _)) => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result.map_err(ServiceError::from));
+                }
+            }
+            Err(err) => {
+                // The transaction failed: nothing of the batch applied. Each request may be
+                // retried with its Idempotency-Key.
+                let err = Arc::new(err);
+                for reply in replies {
+                    let _ = reply.send(Err(ServiceError::Batch(err.clone())));
+                }
+            }
+        }
+    }
+}

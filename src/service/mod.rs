@@ -151,11 +151,12 @@ impl Ledger {
         self.clock.now()
     }
 
-    /// The write path: in one transaction, load and lock the states of every account the
-    /// commands name (one round trip), apply each command to its account's state in order,
-    /// persist every effect (one round trip), commit. A refused command does not affect the
-    /// others. Returns each command's answer and the states after them.
-    async fn apply_batch(
+    /// The write path, and the batching writer's unit of work: in one transaction, load and
+    /// lock the states of every account the commands name (one round trip), apply each command
+    /// to its account's state in order, persist every effect (one round trip), commit. A refused
+    /// command does not affect the others; an error here means nothing of the batch applied.
+    /// Returns each command's answer and the states after them.
+    pub async fn apply_batch(
         &self,
         jobs: &[(Target, Request)],
     ) -> Result<(Vec<Result<Answer, LedgerError>>, Vec<AccountState>), ServiceError> {

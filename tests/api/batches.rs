@@ -1,0 +1,181 @@
+//! The batching writer's unit of work: many commands, one transaction. These tests hand
+//! batches to it directly, so what shares a batch is certain rather than left to timing.
+
+use credit_ledger::ledger::command::{Answer, Command, Idempotency, Request};
+use credit_ledger::ledger::debit::DebitRequest;
+use credit_ledger::ledger::pricing::DebitSpec;
+use credit_ledger::ledger::types::{KeyId, PoolName};
+use credit_ledger::ledger::LedgerError;
+use credit_ledger::service::{ServiceError, Target};
+use serde_json::json;
+
+use crate::helpers::{spawn_app, TestApp};
+
+fn key(k: &str) -> KeyId {
+    KeyId::parse("key_id", k).unwrap()
+}
+
+fn debit(k: &str, cost: i64, idempotency: Option<&str>) -> (Target, Request) {
+    let request = DebitRequest {
+        spec: DebitSpec {
+            operation: None,
+            quantity: 1,
+            cost: Some(cost),
+            pool: Some(PoolName::default_pool()),
+        },
+        metadata: json!({"cost": cost}),
+        dry_run: false,
+        source_key_id: None,
+    };
+    let idempotency = idempotency.map(|key| Idempotency {
+        key: key.to_owned(),
+        request_hash: format!("debit {cost}"),
+    });
+    (
+        Target::Account(key(k)),
+        Request::new(Command::Debit(request), idempotency),
+    )
+}
+
+async fn available(app: &TestApp, k: &str) -> i64 {
+    let balance = app.ledger.balance(&key(k)).await.unwrap();
+    balance.pools[0].available.unwrap()
+}
+
+#[tokio::test]
+async fn a_refused_command_in_a_batch_leaves_its_neighbours_applied() {
+    let app = spawn_app().await;
+    app.create_plan("pro", Some(100)).await;
+    app.create_account("key_1", "pro").await;
+    let batch = [
+        debit("key_1", 60, None),
+        debit("key_1", 50, None),
+        debit("key_1", 40, None),
+    ];
+    let (results, _) = app.ledger.apply_batch(&batch).await.unwrap();
+    assert!(matches!(&results[0], Ok(Answer::Debit(d)) if d.remaining == Some(40)));
+    assert!(matches!(&results[1], Err(LedgerError::CreditsExhausted(e)) if e.available == 40));
+    assert!(matches!(&results[2], Ok(Answer::Debit(d)) if d.remaining == Some(0)));
+    assert_eq!(available(&app, "key_1").await, 0);
+    app.assert_audit_clean().await;
+}
+
+#[tokio::test]
+async fn two_requests_with_one_key_in_a_batch_make_one_effect() {
+    let app = spawn_app().await;
+    app.create_plan("pro", Some(100)).await;
+    app.create_account("key_1", "pro").await;
+    let batch = [
+        debit("key_1", 30, Some("once")),
+        debit("key_1", 30, Some("once")),
+        debit("key_1", 31, Some("once")),
+    ];
+    let (results, _) = app.ledger.apply_batch(&batch).await.unwrap();
+    let Ok(Answer::Debit(first)) = &results[0] else {
+        panic!("the first debit was not applied: {:?}", results[0]);
+    };
+    let Ok(Answer::Replayed(replayed)) = &results[1] else {
+        panic!("the second was not a replay: {:?}", results[1]);
+    };
+    assert_eq!(replayed, &serde_json::to_value(first).unwrap());
+    assert!(matches!(results[2], Err(LedgerError::IdempotencyKeyReused)));
+    assert_eq!(available(&app, "key_1").await, 70);
+    app.assert_audit_clean().await;
+}
+
+#[tokio::test]
+async fn a_batch_over_several_accounts_applies_each_in_order() {
+    let app = spawn_app().await;
+    app.create_plan("pro", Some(100)).await;
+    for k in ["key_a", "key_b", "key_c"] {
+        app.create_account(k, "pro").await;
+    }
+    let batch = [
+        debit("key_c", 10, None),
+        debit("key_a", 20, None),
+        debit("key_missing", 1, None),
+        debit("key_b", 30, None),
+        debit("key_a", 5, None),
+    ];
+    let (results, states) = app.ledger.apply_batch(&batch).await.unwrap();
+    assert!(matches!(&results[2], Err(LedgerError::AccountNotFound(_))));
+    assert!(matches!(&results[4], Ok(Answer::Debit(d)) if d.remaining == Some(75)));
+    let keys: Vec<&str> = states.iter().map(|s| s.key_id().as_str()).collect();
+    assert_eq!(
+        keys,
+        ["key_a", "key_b", "key_c"],
+        "loaded and locked in key order"
+    );
+    assert_eq!(available(&app, "key_a").await, 75);
+    assert_eq!(available(&app, "key_b").await, 70);
+    assert_eq!(available(&app, "key_c").await, 90);
+    app.assert_audit_clean().await;
+}
+
+#[tokio::test]
+async fn a_batch_whose_transaction_fails_applies_none_of_its_commands() {
+    let app = spawn_app().await;
+    app.create_plan("pro", Some(100)).await;
+    app.create_account("key_1", "pro").await;
+    app.create_account("key_2", "pro").await;
+    // The database refuses one debit of the batch (as a full disk or a lost connection would
+    // refuse the whole transaction).
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_cost_13() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.cost = 13 THEN RAISE EXCEPTION 'refused by the test'; END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_cost_13 BEFORE INSERT ON debits
+             FOR EACH ROW EXECUTE FUNCTION refuse_cost_13();",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let batch = [
+        debit("key_1", 10, Some("k1")),
+        debit("key_2", 13, None),
+        debit("key_1", 20, None),
+    ];
+    let failed = app.ledger.apply_batch(&batch).await;
+    assert!(
+        matches!(failed, Err(ServiceError::Database(_))),
+        "{failed:?}"
+    );
+    assert_eq!(available(&app, "key_1").await, 100);
+    assert_eq!(available(&app, "key_2").await, 100);
+    // Retried with its Idempotency-Key once the database takes it, the debit applies once.
+    sqlx::query("DROP TRIGGER refuse_cost_13 ON debits")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let (results, _) = app
+        .ledger
+        .apply_batch(&[debit("key_1", 10, Some("k1"))])
+        .await
+        .unwrap();
+    assert!(matches!(&results[0], Ok(Answer::Debit(d)) if d.remaining == Some(90)));
+    app.assert_audit_clean().await;
+}
+
+#[tokio::test]
+async fn concurrent_requests_through_the_writer_are_exact() {
+    let app = spawn_app().await;
+    app.create_plan("pro", Some(1000)).await;
+    app.create_account("key_1", "pro").await;
+    let requests = (0..200).map(|i| {
+        let app = &app;
+        async move {
+            app.debit("key_1", json!({"cost": 7, "metadata": {"i": i}}))
+                .await
+                .status
+                .as_u16()
+        }
+    });
+    let statuses = futures::future::join_all(requests).await;
+    let accepted = statuses.iter().filter(|s| **s == 201).count();
+    let refused = statuses.iter().filter(|s| **s == 402).count();
+    assert_eq!((accepted, refused), (142, 58));
+    assert_eq!(available(&app, "key_1").await, 1000 - 142 * 7);
+    app.assert_audit_clean().await;
+}

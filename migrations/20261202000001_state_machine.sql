@@ -1,7 +1,8 @@
 -- The money rules moved to the account state machine in Rust (src/ledger): the SQL functions that
 -- decided debits, thresholds and refusals go. SQL keeps storage, constraints and the append-only
 -- journal trigger. What replaces them here is storage only: one function that loads and row-locks
--- the states of a set of accounts in one round trip.
+-- the states of a set of accounts in one round trip, and one that writes back the effects of a
+-- batch of commands in one statement.
 
 DROP FUNCTION cl_debit(text, text, bigint, text, bigint, text, integer, jsonb, boolean, text, text,
                        uuid, text, timestamptz);
@@ -12,6 +13,12 @@ DROP FUNCTION cl_announce_thresholds(text, text, text, integer, timestamptz, tim
 DROP FUNCTION cl_announce_exhausted(text, text, timestamptz, jsonb, timestamptz);
 DROP FUNCTION cl_usage_add(text, text, text, text, timestamptz, bigint);
 DROP FUNCTION cl_emit(text, text, jsonb, timestamptz);
+
+-- The period a debit counts in, by its start: a refund gives back to `used` and to the overage
+-- owed only in that period. A period closed early by a plan change can end where the new one
+-- does, so the end alone (reset_at) does not tell. NULL for debits made before this column: for
+-- them, the period that contained created_at and ended at reset_at.
+ALTER TABLE debits ADD COLUMN period_start timestamptz;
 
 -- Idempotency records of the ledger are written with their answer, in the transaction of the
 -- work, under the account's lock: status is 1 for them. Status 0 still marks a claim in progress
@@ -91,4 +98,127 @@ BEGIN
      WHERE a.key_id = ANY (v_keys)
      ORDER BY a.key_id;
 END;
+$$;
+
+-- Writes back the effects of a batch of commands, whatever its size, in one statement: rows to
+-- insert or update per table, as JSON arrays of records under one key each (see
+-- src/db/state.rs). Events are queued for every webhook endpoint that wants them.
+CREATE FUNCTION ledger_persist(p_doc jsonb) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    WITH
+    w_new_accounts AS (
+        INSERT INTO accounts (key_id, plan_id, billing_anchor, period_start, period_end, external_id,
+                              metadata, created_at, updated_at, shared)
+        SELECT key_id, plan_id, billing_anchor, period_start, period_end, external_id, metadata,
+               created_at, updated_at, shared
+          FROM jsonb_populate_recordset(NULL::accounts, p_doc->'new_accounts')),
+    w_accounts AS (
+        UPDATE accounts a
+           SET plan_id = r.plan_id, billing_anchor = r.billing_anchor, period_start = r.period_start,
+               period_end = r.period_end, external_id = r.external_id, metadata = r.metadata,
+               updated_at = r.updated_at, shared = r.shared
+          FROM jsonb_populate_recordset(NULL::accounts, p_doc->'changed_accounts') r
+         WHERE a.key_id = r.key_id),
+    w_pools AS (
+        INSERT INTO account_pools (key_id, pool, allowance, used, overage_limit, overage_used,
+                                   period_start)
+        SELECT key_id, pool, allowance, used, overage_limit, overage_used, period_start
+          FROM jsonb_populate_recordset(NULL::account_pools, p_doc->'pools')
+        ON CONFLICT (key_id, pool) DO UPDATE
+           SET allowance = EXCLUDED.allowance, used = EXCLUDED.used,
+               overage_limit = EXCLUDED.overage_limit, overage_used = EXCLUDED.overage_used,
+               period_start = EXCLUDED.period_start),
+    w_grants AS (
+        INSERT INTO grants (key_id, id, pool, kind, amount, remaining, effective_at, expires_at,
+                            priority, period_start, metadata, created_at, voided_at)
+        SELECT key_id, id, pool, kind, amount, remaining, effective_at, expires_at, priority,
+               period_start, metadata, created_at, voided_at
+          FROM jsonb_populate_recordset(NULL::grants, p_doc->'grants')
+        ON CONFLICT (key_id, id) DO UPDATE
+           SET amount = EXCLUDED.amount, remaining = EXCLUDED.remaining,
+               expires_at = EXCLUDED.expires_at, voided_at = EXCLUDED.voided_at),
+    w_entries AS (
+        INSERT INTO entries (key_id, pool, kind, amount, balance_after, grant_id, operation, debit_id,
+                             reservation_id, metadata, created_at, adjustment_id, source_key_id)
+        SELECT e.key_id, e.pool, e.kind, e.amount, e.balance_after, e.grant_id, e.operation,
+               e.debit_id, e.reservation_id, e.metadata, e.created_at, e.adjustment_id,
+               e.source_key_id
+          FROM jsonb_populate_recordset(NULL::entries, p_doc->'entries') WITH ORDINALITY e
+         ORDER BY e.ordinality),
+    w_debits AS (
+        INSERT INTO debits (key_id, id, pool, operation, quantity, cost, plan_id, plan_version,
+                            remaining, reset_at, drawn, metadata, created_at, reservation_id, refunded,
+                            overage, source_key_id, period_start)
+        SELECT key_id, id, pool, operation, quantity, cost, plan_id, plan_version, remaining, reset_at,
+               drawn, metadata, created_at, reservation_id, refunded, overage, source_key_id,
+               period_start
+          FROM jsonb_populate_recordset(NULL::debits, p_doc->'debits')
+        ON CONFLICT (key_id, id) DO UPDATE SET refunded = EXCLUDED.refunded),
+    w_reservations AS (
+        INSERT INTO reservations (key_id, id, pool, operation, quantity, amount, status, expires_at,
+                                  plan_id, plan_version, drawn, metadata, debit_id, committed_amount,
+                                  created_at, updated_at)
+        SELECT key_id, id, pool, operation, quantity, amount, status, expires_at, plan_id,
+               plan_version, drawn, metadata, debit_id, committed_amount, created_at, updated_at
+          FROM jsonb_populate_recordset(NULL::reservations, p_doc->'reservations')
+        ON CONFLICT (key_id, id) DO UPDATE
+           SET status = EXCLUDED.status, debit_id = EXCLUDED.debit_id,
+               committed_amount = EXCLUDED.committed_amount, updated_at = EXCLUDED.updated_at),
+    w_refunds AS (
+        INSERT INTO refunds (key_id, id, debit_id, pool, amount, reason, parts, created_at)
+        SELECT key_id, id, debit_id, pool, amount, reason, parts, created_at
+          FROM jsonb_populate_recordset(NULL::refunds, p_doc->'refunds')),
+    w_adjustments AS (
+        INSERT INTO adjustments (key_id, id, pool, op, amount, delta, reason, available_after,
+                                 created_at)
+        SELECT key_id, id, pool, op, amount, delta, reason, available_after, created_at
+          FROM jsonb_populate_recordset(NULL::adjustments, p_doc->'adjustments')),
+    w_events AS (
+        INSERT INTO events (key_id, id, type, payload, created_at)
+        SELECT e.key_id, e.id, e.type, e.payload, e.created_at
+          FROM jsonb_populate_recordset(NULL::events, p_doc->'events') WITH ORDINALITY e
+         ORDER BY e.ordinality
+        RETURNING key_id, id, seq, type, created_at),
+    w_deliveries AS (
+        INSERT INTO webhook_deliveries (key_id, endpoint_id, event_id, event_seq, event_type, status,
+                                        next_attempt_at, created_at)
+        SELECT ev.key_id, w.id, ev.id, ev.seq, ev.type, 'pending', ev.created_at, ev.created_at
+          FROM w_events ev
+          JOIN webhook_endpoints w ON cardinality(w.events) = 0 OR ev.type = ANY (w.events)),
+    w_usage AS (
+        INSERT INTO usage_hourly (key_id, hour, pool, operation, source_key_id, credits, count)
+        SELECT key_id, hour, pool, operation, source_key_id, credits, count
+          FROM jsonb_populate_recordset(NULL::usage_hourly, p_doc->'usage')
+        ON CONFLICT (key_id, hour, pool, operation, source_key_id) DO UPDATE
+           SET credits = usage_hourly.credits + EXCLUDED.credits,
+               count = usage_hourly.count + EXCLUDED.count),
+    w_idempotency AS (
+        INSERT INTO idempotency_keys (scope, key, request_hash, status, response, created_at)
+        SELECT scope, key, request_hash, 1, response, created_at
+          FROM jsonb_populate_recordset(NULL::idempotency_keys, p_doc->'idempotency'))
+    INSERT INTO pool_alerts (key_id, pool, period_start, thresholds_reached, thresholds_resolved,
+                             exhausted_at)
+    SELECT key_id, pool, period_start, thresholds_reached, thresholds_resolved, exhausted_at
+      FROM jsonb_populate_recordset(NULL::pool_alerts, p_doc->'alerts')
+    ON CONFLICT (key_id, pool, period_start) DO UPDATE
+       SET thresholds_reached = EXCLUDED.thresholds_reached,
+           thresholds_resolved = EXCLUDED.thresholds_resolved,
+           exhausted_at = EXCLUDED.exhausted_at;
+END;
+$$;
+
+-- ledger_load_states with its arguments in one JSON document, so a caller can send it in the
+-- same message as BEGIN.
+CREATE FUNCTION ledger_load(p_doc jsonb)
+RETURNS TABLE (account_key text, state jsonb)
+LANGUAGE sql AS $$
+    SELECT * FROM ledger_load_states(
+        ARRAY(SELECT jsonb_array_elements_text(p_doc->'keys')),
+        ARRAY(SELECT jsonb_array_elements_text(p_doc->'reservations')::uuid),
+        ARRAY(SELECT jsonb_array_elements_text(p_doc->'debits')::uuid),
+        ARRAY(SELECT jsonb_array_elements_text(p_doc->'grants')::uuid),
+        ARRAY(SELECT jsonb_array_elements_text(p_doc->'idempotency_keys')),
+        p_doc->>'lock' <> 'none',
+        p_doc->>'lock' = 'skip_locked');
 $$;

@@ -175,9 +175,8 @@ const QUERIES: &[Check] = &[
                ORDER BY 1, 2",
     },
     // Debits only ever happen inside the current period, and a roll resets used to 0. A debit
-    // belongs to the current period when it was made since its start and priced against its end
-    // (`reset_at`): a plan change with reset starts the new period at the whole second, so a debit
-    // earlier in that second would otherwise count in both.
+    // records the period it counts in (`period_start`); one stored before that column belongs to
+    // the current period when it was made since its start and priced against its end.
     Check {
         name: "used_matches_debits",
         uses_cutoff: false,
@@ -192,8 +191,9 @@ const QUERIES: &[Check] = &[
                                   sum(d.cost - d.refunded) AS total
                              FROM debits d
                              JOIN accounts a ON a.key_id = d.key_id
-                            WHERE d.created_at >= a.period_start
-                              AND d.reset_at = a.period_end
+                            WHERE coalesce(d.period_start = a.period_start,
+                                           d.created_at >= a.period_start
+                                           AND d.reset_at = a.period_end)
                             GROUP BY d.key_id, d.pool) d
                        ON d.key_id = p.key_id AND d.pool = p.pool
                WHERE p.used <> coalesce(d.total, 0)

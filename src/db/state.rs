@@ -1,17 +1,19 @@
 //! Account states in sets: one round trip loads (and row-locks) the states of every account a
-//! batch touches; one statement writes back the effects of every command applied to them,
-//! whatever their number.
+//! batch touches (`ledger_load`); one statement writes back the effects of every command applied
+//! to them, whatever their number (`ledger_persist`). Both are storage functions in
+//! `migrations/`; neither decides anything about money.
 //!
-//! Rows travel as JSON arrays of records (`jsonb_populate_recordset` on the way in,
+//! Rows travel as JSON documents of records (`jsonb_populate_recordset` on the way in,
 //! `to_jsonb` on the way out), so a state's records are the same Rust types in memory and in
-//! both directions, and the statements stay fixed whatever the batch holds.
+//! both directions, and the statements stay fixed whatever the batch holds. The writer sends
+//! BEGIN with the load and COMMIT with the persist, so a batch costs two round trips.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::types::Json;
-use sqlx::PgConnection;
+use sqlx::{Executor, PgConnection, Row};
 use uuid::Uuid;
 
 use crate::ledger::plan::Plan;
@@ -80,25 +82,91 @@ pub enum Lock {
     SkipLocked,
 }
 
+impl Selection {
+    /// The document `ledger_load` takes.
+    fn document(&self, lock: Lock) -> Value {
+        serde_json::json!({
+            "keys": self.keys,
+            "reservations": self.reservations,
+            "debits": self.debits,
+            "grants": self.grants,
+            "idempotency_keys": self.idempotency_keys,
+            "lock": match lock {
+                Lock::None => "none",
+                Lock::Wait => "wait",
+                Lock::SkipLocked => "skip_locked",
+            },
+        })
+    }
+}
+
+fn states(rows: Vec<(String, Json<StoredState>)>) -> Vec<AccountState> {
+    rows.into_iter().map(|(_, Json(s))| s.into()).collect()
+}
+
 /// The states of the selected accounts, in key order.
 pub async fn load(
     conn: &mut PgConnection,
     selection: &Selection,
     lock: Lock,
 ) -> Result<Vec<AccountState>, sqlx::Error> {
-    let rows: Vec<(String, Json<StoredState>)> = sqlx::query_as(
-        "SELECT account_key, state FROM ledger_load_states($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(&selection.keys)
-    .bind(&selection.reservations)
-    .bind(&selection.debits)
-    .bind(&selection.grants)
-    .bind(&selection.idempotency_keys)
-    .bind(lock != Lock::None)
-    .bind(lock == Lock::SkipLocked)
-    .fetch_all(conn)
-    .await?;
-    Ok(rows.into_iter().map(|(_, Json(s))| s.into()).collect())
+    let rows = sqlx::query_as("SELECT account_key, state FROM ledger_load($1)")
+        .bind(Json(selection.document(lock)))
+        .fetch_all(conn)
+        .await?;
+    Ok(states(rows))
+}
+
+/// A JSON document as an SQL literal. A dollar-quoted string has no escapes: it ends only at its
+/// tag, and the tag chosen does not occur in the document, so nothing in it can end it early.
+fn literal(document: &Value) -> String {
+    let text = document.to_string();
+    let mut tag = "$doc$".to_owned();
+    let mut n = 0u64;
+    while text.contains(&tag) {
+        n += 1;
+        tag = format!("$doc{n}$");
+    }
+    format!("{tag}{text}{tag}::jsonb")
+}
+
+/// Begins a transaction and loads and row-locks the selected accounts' states, in one round
+/// trip: both statements go in one message (the simple query protocol, hence the document as a
+/// literal). The caller must end the transaction (`persist_and_commit` or `rollback`).
+pub async fn begin_and_load(
+    conn: &mut PgConnection,
+    selection: &Selection,
+) -> Result<Vec<AccountState>, sqlx::Error> {
+    let sql = format!(
+        "BEGIN; SELECT account_key, state FROM ledger_load({})",
+        literal(&selection.document(Lock::Wait))
+    );
+    let rows = conn.fetch_all(sqlx::raw_sql(&sql)).await?;
+    let rows = rows
+        .iter()
+        .map(|row| Ok((row.try_get("account_key")?, row.try_get("state")?)))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(states(rows))
+}
+
+/// Writes the effects of every state and commits the transaction `begin_and_load` began, in one
+/// round trip. On an error the transaction is left failed: roll it back.
+pub async fn persist_and_commit<'a>(
+    conn: &mut PgConnection,
+    states: impl IntoIterator<Item = &'a AccountState>,
+) -> Result<(), PersistError> {
+    let sql = match document(states)? {
+        Some(doc) => format!("SELECT ledger_persist({}); COMMIT", literal(&doc)),
+        None => "COMMIT".to_owned(),
+    };
+    conn.execute(sqlx::raw_sql(&sql)).await?;
+    Ok(())
+}
+
+/// Ends a transaction `begin_and_load` began without writing anything.
+pub async fn rollback(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    conn.execute(sqlx::raw_sql("ROLLBACK")).await?;
+    Ok(())
 }
 
 /// A record with the key of its account, as the tables store it.
@@ -202,108 +270,6 @@ impl Rows {
     }
 }
 
-const PERSIST: &str = "
-WITH
-w_new_accounts AS (
-    INSERT INTO accounts (key_id, plan_id, billing_anchor, period_start, period_end, external_id,
-                          metadata, created_at, updated_at, shared)
-    SELECT key_id, plan_id, billing_anchor, period_start, period_end, external_id, metadata,
-           created_at, updated_at, shared
-      FROM jsonb_populate_recordset(NULL::accounts, $1)),
-w_accounts AS (
-    UPDATE accounts a
-       SET plan_id = r.plan_id, billing_anchor = r.billing_anchor, period_start = r.period_start,
-           period_end = r.period_end, external_id = r.external_id, metadata = r.metadata,
-           updated_at = r.updated_at, shared = r.shared
-      FROM jsonb_populate_recordset(NULL::accounts, $2) r
-     WHERE a.key_id = r.key_id),
-w_pools AS (
-    INSERT INTO account_pools (key_id, pool, allowance, used, overage_limit, overage_used,
-                               period_start)
-    SELECT key_id, pool, allowance, used, overage_limit, overage_used, period_start
-      FROM jsonb_populate_recordset(NULL::account_pools, $3)
-    ON CONFLICT (key_id, pool) DO UPDATE
-       SET allowance = EXCLUDED.allowance, used = EXCLUDED.used,
-           overage_limit = EXCLUDED.overage_limit, overage_used = EXCLUDED.overage_used,
-           period_start = EXCLUDED.period_start),
-w_grants AS (
-    INSERT INTO grants (key_id, id, pool, kind, amount, remaining, effective_at, expires_at,
-                        priority, period_start, metadata, created_at, voided_at)
-    SELECT key_id, id, pool, kind, amount, remaining, effective_at, expires_at, priority,
-           period_start, metadata, created_at, voided_at
-      FROM jsonb_populate_recordset(NULL::grants, $4)
-    ON CONFLICT (key_id, id) DO UPDATE
-       SET amount = EXCLUDED.amount, remaining = EXCLUDED.remaining,
-           expires_at = EXCLUDED.expires_at, voided_at = EXCLUDED.voided_at),
-w_entries AS (
-    INSERT INTO entries (key_id, pool, kind, amount, balance_after, grant_id, operation, debit_id,
-                         reservation_id, metadata, created_at, adjustment_id, source_key_id)
-    SELECT e.key_id, e.pool, e.kind, e.amount, e.balance_after, e.grant_id, e.operation,
-           e.debit_id, e.reservation_id, e.metadata, e.created_at, e.adjustment_id,
-           e.source_key_id
-      FROM jsonb_populate_recordset(NULL::entries, $5) WITH ORDINALITY e
-     ORDER BY e.ordinality),
-w_debits AS (
-    INSERT INTO debits (key_id, id, pool, operation, quantity, cost, plan_id, plan_version,
-                        remaining, reset_at, drawn, metadata, created_at, reservation_id, refunded,
-                        overage, source_key_id)
-    SELECT key_id, id, pool, operation, quantity, cost, plan_id, plan_version, remaining, reset_at,
-           drawn, metadata, created_at, reservation_id, refunded, overage, source_key_id
-      FROM jsonb_populate_recordset(NULL::debits, $6)
-    ON CONFLICT (key_id, id) DO UPDATE SET refunded = EXCLUDED.refunded),
-w_reservations AS (
-    INSERT INTO reservations (key_id, id, pool, operation, quantity, amount, status, expires_at,
-                              plan_id, plan_version, drawn, metadata, debit_id, committed_amount,
-                              created_at, updated_at)
-    SELECT key_id, id, pool, operation, quantity, amount, status, expires_at, plan_id,
-           plan_version, drawn, metadata, debit_id, committed_amount, created_at, updated_at
-      FROM jsonb_populate_recordset(NULL::reservations, $7)
-    ON CONFLICT (key_id, id) DO UPDATE
-       SET status = EXCLUDED.status, debit_id = EXCLUDED.debit_id,
-           committed_amount = EXCLUDED.committed_amount, updated_at = EXCLUDED.updated_at),
-w_refunds AS (
-    INSERT INTO refunds (key_id, id, debit_id, pool, amount, reason, parts, created_at)
-    SELECT key_id, id, debit_id, pool, amount, reason, parts, created_at
-      FROM jsonb_populate_recordset(NULL::refunds, $8)),
-w_adjustments AS (
-    INSERT INTO adjustments (key_id, id, pool, op, amount, delta, reason, available_after,
-                             created_at)
-    SELECT key_id, id, pool, op, amount, delta, reason, available_after, created_at
-      FROM jsonb_populate_recordset(NULL::adjustments, $9)),
-w_events AS (
-    INSERT INTO events (key_id, id, type, payload, created_at)
-    SELECT e.key_id, e.id, e.type, e.payload, e.created_at
-      FROM jsonb_populate_recordset(NULL::events, $10) WITH ORDINALITY e
-     ORDER BY e.ordinality
-    RETURNING key_id, id, seq, type, created_at),
-w_deliveries AS (
-    INSERT INTO webhook_deliveries (key_id, endpoint_id, event_id, event_seq, event_type, status,
-                                    next_attempt_at, created_at)
-    SELECT ev.key_id, w.id, ev.id, ev.seq, ev.type, 'pending', ev.created_at, ev.created_at
-      FROM w_events ev
-      JOIN webhook_endpoints w ON cardinality(w.events) = 0 OR ev.type = ANY (w.events)),
-w_usage AS (
-    INSERT INTO usage_hourly (key_id, hour, pool, operation, source_key_id, credits, count)
-    SELECT key_id, hour, pool, operation, source_key_id, credits, count
-      FROM jsonb_populate_recordset(NULL::usage_hourly, $11)
-    ON CONFLICT (key_id, hour, pool, operation, source_key_id) DO UPDATE
-       SET credits = usage_hourly.credits + EXCLUDED.credits,
-           count = usage_hourly.count + EXCLUDED.count),
-w_idempotency AS (
-    INSERT INTO idempotency_keys (scope, key, request_hash, status, response, created_at)
-    SELECT scope, key, request_hash, 1, response, created_at
-      FROM jsonb_populate_recordset(NULL::idempotency_keys, $12)),
-w_alerts AS (
-    INSERT INTO pool_alerts (key_id, pool, period_start, thresholds_reached, thresholds_resolved,
-                             exhausted_at)
-    SELECT key_id, pool, period_start, thresholds_reached, thresholds_resolved, exhausted_at
-      FROM jsonb_populate_recordset(NULL::pool_alerts, $13)
-    ON CONFLICT (key_id, pool, period_start) DO UPDATE
-       SET thresholds_reached = EXCLUDED.thresholds_reached,
-           thresholds_resolved = EXCLUDED.thresholds_resolved,
-           exhausted_at = EXCLUDED.exhausted_at)
-SELECT 1";
-
 /// Why the effects could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
@@ -313,11 +279,11 @@ pub enum PersistError {
     Database(#[from] sqlx::Error),
 }
 
-/// Writes the effects of every state in one statement. Does nothing when there are none.
-pub async fn persist<'a>(
-    conn: &mut PgConnection,
+/// The document `ledger_persist` takes: the rows to write, per table. `None` when no state has
+/// an effect.
+fn document<'a>(
     states: impl IntoIterator<Item = &'a AccountState>,
-) -> Result<(), PersistError> {
+) -> Result<Option<Value>, PersistError> {
     let mut rows = Rows::default();
     let mut any = false;
     for state in states {
@@ -327,7 +293,7 @@ pub async fn persist<'a>(
         }
     }
     if !any {
-        return Ok(());
+        return Ok(None);
     }
     let Rows {
         new_accounts,
@@ -344,21 +310,34 @@ pub async fn persist<'a>(
         idempotency,
         alerts,
     } = rows;
-    sqlx::query(PERSIST)
-        .bind(Json(new_accounts))
-        .bind(Json(changed_accounts))
-        .bind(Json(pools))
-        .bind(Json(grants))
-        .bind(Json(entries))
-        .bind(Json(debits))
-        .bind(Json(reservations))
-        .bind(Json(refunds))
-        .bind(Json(adjustments))
-        .bind(Json(events))
-        .bind(Json(usage))
-        .bind(Json(idempotency))
-        .bind(Json(alerts))
-        .execute(conn)
-        .await?;
+    Ok(Some(serde_json::json!({
+        "new_accounts": new_accounts,
+        "changed_accounts": changed_accounts,
+        "pools": pools,
+        "grants": grants,
+        "entries": entries,
+        "debits": debits,
+        "reservations": reservations,
+        "refunds": refunds,
+        "adjustments": adjustments,
+        "events": events,
+        "usage": usage,
+        "idempotency": idempotency,
+        "alerts": alerts,
+    })))
+}
+
+/// Writes the effects of every state in one statement, inside the caller's transaction. Does
+/// nothing when there are none.
+pub async fn persist<'a>(
+    conn: &mut PgConnection,
+    states: impl IntoIterator<Item = &'a AccountState>,
+) -> Result<(), PersistError> {
+    if let Some(doc) = document(states)? {
+        sqlx::query("SELECT ledger_persist($1)")
+            .bind(Json(doc))
+            .execute(conn)
+            .await?;
+    }
     Ok(())
 }

@@ -71,6 +71,7 @@ pub fn commit(
         refunded: 0,
         overage: 0,
         source_key_id: None,
+        period_start: Some(state.account.period_start),
     };
     book(state, record, now)?;
     finish(

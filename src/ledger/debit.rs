@@ -160,6 +160,7 @@ pub fn debit(
                 refunded: 0,
                 overage,
                 source_key_id: request.source_key_id.clone(),
+                period_start: Some(state.account.period_start),
             },
             now,
         )?;

@@ -39,6 +39,9 @@ pub mod types;
 pub mod usage;
 pub mod view;
 
+#[cfg(test)]
+mod proptests;
+
 use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};

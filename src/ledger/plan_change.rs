@@ -104,7 +104,23 @@ fn prorate_difference(
         let spec = plan.pools.get(&pool);
         let old = state.pools.get(&pool).map_or(Some(0), |p| p.allowance);
         let new = spec.map_or(Some(0), |s| s.allowance);
-        let overage_limit = spec.map_or(0, |s| s.overage_limit);
+        let (used, overage_used) = state
+            .pools
+            .get(&pool)
+            .map_or((0, 0), |p| (p.used, p.overage_used));
+        // Overage already taken stays owed; a lower limit cannot make it a breach of the floor
+        // (rule 1), so this period's limit never drops below it. The next period starts on the
+        // new plan's limit.
+        let overage_limit = spec.map_or(0, |s| s.overage_limit).max(overage_used);
+        // The pool's new terms first: the entries below are journaled against them.
+        state.put_pool(PoolCounters {
+            pool: pool.clone(),
+            allowance: new,
+            used,
+            overage_limit,
+            overage_used,
+            period_start,
+        });
         if let Some(new_allowance) = new {
             let diff = new_allowance - old.unwrap_or(0);
             match allowance_of(state, &pool, period_start).cloned() {
@@ -161,18 +177,6 @@ fn prorate_difference(
                 None => {}
             }
         }
-        let (used, overage_used) = state
-            .pools
-            .get(&pool)
-            .map_or((0, 0), |p| (p.used, p.overage_used));
-        state.put_pool(PoolCounters {
-            pool,
-            allowance: new,
-            used,
-            overage_limit,
-            overage_used,
-            period_start,
-        });
     }
     Ok(())
 }

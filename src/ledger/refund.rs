@@ -37,7 +37,7 @@ pub fn refund(
         });
     }
     let pool = debit.pool.clone();
-    let same_period = debit.reset_at == state.account.period_end;
+    let same_period = debit.in_period(&state.account);
     let unlimited = state.pool(&pool)?.allowance.is_none();
     let already = |grant: Option<Uuid>| -> i64 {
         state

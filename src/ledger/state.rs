@@ -118,6 +118,19 @@ pub struct DebitRecord {
     pub refunded: i64,
     pub overage: i64,
     pub source_key_id: Option<String>,
+    /// The start of the period the debit counts in; `None` for debits stored before it was
+    /// recorded.
+    pub period_start: Option<DateTime<Utc>>,
+}
+
+impl DebitRecord {
+    /// Whether the debit counts in the account's current period (its `used`, its overage).
+    pub fn in_period(&self, account: &AccountRecord) -> bool {
+        match self.period_start {
+            Some(start) => start == account.period_start,
+            None => self.created_at >= account.period_start && self.reset_at == account.period_end,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -165,19 +165,33 @@ impl Ledger {
         for (target, request) in jobs {
             target.select(&mut selection, request.idempotency.as_ref());
         }
-        let mut tx = self.db.begin().await?;
-        let mut states = db::state::load(&mut tx, &selection, Lock::Wait).await?;
+        let mut tx = OpenTransaction {
+            conn: self.db.acquire().await?,
+            ended: false,
+        };
+        let mut states = match db::state::begin_and_load(&mut tx.conn, &selection).await {
+            Ok(states) => states,
+            Err(err) => {
+                tx.rollback().await;
+                return Err(err.into());
+            }
+        };
         let mut results = Vec::with_capacity(jobs.len());
         for (target, request) in jobs {
             let result = match states.iter().position(|s| target.names(s)) {
                 Some(i) => command::apply(&mut states[i], request, now),
                 None => Err(target.not_found()),
             };
-            record_metrics(&request.command, &result);
             results.push(result);
         }
-        db::state::persist(&mut tx, states.iter()).await?;
-        tx.commit().await?;
+        if let Err(err) = db::state::persist_and_commit(&mut tx.conn, states.iter()).await {
+            tx.rollback().await;
+            return Err(err.into());
+        }
+        tx.ended = true;
+        for ((_, request), result) in jobs.iter().zip(&results) {
+            record_metrics(&request.command, result);
+        }
         Ok((results, states))
     }
 
@@ -420,6 +434,31 @@ impl Ledger {
     ) -> Result<u64, ServiceError> {
         let mut conn = self.db.acquire().await?;
         Ok(db::idempotency::purge_older_than(&mut conn, self.now() - retention).await?)
+    }
+}
+
+/// A pooled connection inside a transaction the write path began by hand (BEGIN goes with the
+/// load, COMMIT with the persist). Dropped before the transaction ended (a panic, a cancelled
+/// future), the connection is closed, which aborts the transaction, rather than returned to the
+/// pool with its transaction and row locks open.
+struct OpenTransaction {
+    conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+    ended: bool,
+}
+
+impl OpenTransaction {
+    async fn rollback(&mut self) {
+        if db::state::rollback(&mut self.conn).await.is_ok() {
+            self.ended = true;
+        }
+    }
+}
+
+impl Drop for OpenTransaction {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.conn.close_on_drop();
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! Idempotency records for the routes that run an interactive transaction. The debit keeps its
-//! own inside the `cl_debit` SQL function, with the same semantics.
+//! Idempotency records for account-less routes (webhook endpoints), which claim a key, do the
+//! work, then store the answer. The ledger's own records are read with the account's state and
+//! written with its effects, under the account's lock (`db::state`), with the same semantics.
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;

@@ -47,7 +47,7 @@ impl AppState {
         Ok(AppState {
             webhooks,
             metrics: crate::telemetry::handle(),
-            ledger: Ledger::new(db, clock),
+            ledger: Ledger::with_writers(db, clock, config.writers, config.write_batch),
             tokens: Arc::new(Tokens::new(&config.admin_tokens, &config.service_tokens)),
             request_timeout: config.request_timeout,
             gate,

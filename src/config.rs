@@ -29,6 +29,10 @@ pub struct Config {
     pub service_tokens: Vec<String>,
     /// `LEDGER_DB_MAX_CONNECTIONS`
     pub db_max_connections: u32,
+    /// `LEDGER_WRITERS`: writer tasks, each with its shard of the accounts (1 to 64).
+    pub writers: usize,
+    /// `LEDGER_WRITE_BATCH`: the most commands one writer transaction takes (1 to 10000).
+    pub write_batch: usize,
     /// `LEDGER_REQUEST_TIMEOUT_SECS`
     pub request_timeout: Duration,
     /// `LEDGER_LOG_FORMAT`: `text` or `json`
@@ -58,6 +62,8 @@ impl std::fmt::Debug for Config {
             .field("admin_tokens", &self.admin_tokens.len())
             .field("service_tokens", &self.service_tokens.len())
             .field("db_max_connections", &self.db_max_connections)
+            .field("writers", &self.writers)
+            .field("write_batch", &self.write_batch)
             .field("request_timeout", &self.request_timeout)
             .field("log_format", &self.log_format)
             .field("schedule", &self.schedule)
@@ -144,6 +150,15 @@ impl Config {
                 lookup("LEDGER_DB_MAX_CONNECTIONS"),
                 20,
                 |n| (1..=1000).contains(n),
+            )?,
+            writers: number("LEDGER_WRITERS", lookup("LEDGER_WRITERS"), 4, |n| {
+                (1..=64).contains(n)
+            })?,
+            write_batch: number(
+                "LEDGER_WRITE_BATCH",
+                lookup("LEDGER_WRITE_BATCH"),
+                256,
+                |n| (1..=10_000).contains(n),
             )?,
             request_timeout: Duration::from_secs(number(
                 "LEDGER_REQUEST_TIMEOUT_SECS",
@@ -244,6 +259,7 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
         assert!(config.admin_tokens.is_empty());
         assert_eq!(config.db_max_connections, 20);
+        assert_eq!((config.writers, config.write_batch), (4, 256));
         assert_eq!(config.request_timeout, Duration::from_secs(30));
         assert_eq!(config.log_format, LogFormat::Text);
         assert_eq!(config.schedule, DEFAULT_SCHEDULE);

@@ -129,14 +129,21 @@ impl std::fmt::Debug for Ledger {
 }
 
 impl Ledger {
-    /// A ledger whose writes go through the batching writer (its tasks start here).
+    /// A ledger whose writes go through the batching writer, with the default number of writer
+    /// tasks and batch bound (its tasks start here).
     pub fn new(db: PgPool, clock: Clock) -> Self {
+        Self::with_writers(db, clock, writer::WRITERS, writer::MAX_BATCH)
+    }
+
+    /// A ledger whose writes go through `writers` writer tasks taking at most `max_batch`
+    /// commands per transaction (its tasks start here).
+    pub fn with_writers(db: PgPool, clock: Clock, writers: usize, max_batch: usize) -> Self {
         let direct = Self {
             db,
             clock,
             writer: None,
         };
-        let writer = writer::Writer::start(direct.clone());
+        let writer = writer::Writer::start(direct.clone(), writers.max(1), max_batch.max(1));
         Self {
             writer: Some(Arc::new(writer)),
             ..direct

@@ -18,9 +18,9 @@ use super::{Ledger, ServiceError, Target};
 use crate::ledger::command::{Answer, Request};
 use crate::ledger::types::KeyId;
 
-/// Writer tasks (queue shards) per process.
+/// Writer tasks (queue shards) per process, by default (`LEDGER_WRITERS`).
 pub const WRITERS: usize = 4;
-/// The most commands one batch takes.
+/// The most commands one batch takes, by default (`LEDGER_WRITE_BATCH`).
 pub const MAX_BATCH: usize = 256;
 /// Commands that may wait in one shard's queue before callers wait to enqueue.
 const QUEUE: usize = 4096;
@@ -42,11 +42,11 @@ pub(super) struct Writer {
 impl Writer {
     /// Starts the writer tasks. `ledger` must be one without a writer: the tasks apply batches
     /// through it directly.
-    pub(super) fn start(ledger: Ledger) -> Self {
-        let shards = (0..WRITERS)
+    pub(super) fn start(ledger: Ledger, writers: usize, max_batch: usize) -> Self {
+        let shards = (0..writers)
             .map(|_| {
                 let (tx, rx) = mpsc::channel(QUEUE);
-                tokio::spawn(run_shard(ledger.clone(), rx));
+                tokio::spawn(run_shard(ledger.clone(), rx, max_batch));
                 tx
             })
             .collect();
@@ -99,11 +99,11 @@ impl Writer {
     }
 }
 
-async fn run_shard(ledger: Ledger, mut queue: mpsc::Receiver<Job>) {
-    let mut jobs = Vec::with_capacity(MAX_BATCH);
+async fn run_shard(ledger: Ledger, mut queue: mpsc::Receiver<Job>, max_batch: usize) {
+    let mut jobs = Vec::with_capacity(max_batch);
     while let Some(first) = queue.recv().await {
         jobs.push(first);
-        while jobs.len() < MAX_BATCH {
+        while jobs.len() < max_batch {
             match queue.try_recv() {
                 Ok(job) => jobs.push(job),
                 Err(_) => break,

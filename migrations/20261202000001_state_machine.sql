@@ -28,16 +28,18 @@ COMMENT ON COLUMN idempotency_keys.status IS
 
 -- The states of the accounts named by key, and of those owning the named reservations, debits
 -- and grants, as one JSON document per account: the account, the latest version of its plan, its
--- pools, the grants in play (active or still changing, and those that its holds and the named
--- debits drew from), its active holds and the named reservations, the named debits with their
--- refunds, the named idempotency records, and this period's alerts.
+-- pools, the grants in play (those with credits left, this period's, those its holds and the
+-- named debits drew from, and the named ones), its active holds and the named reservations, the
+-- named debits with their refunds, the named idempotency records, and this period's alerts.
+-- Spent grants that never expire can change only through a hold or a refund that names them, so
+-- they come along only with p_with_spent, for a balance that lists every active grant.
 --
 -- With p_lock the accounts are row-locked first, in key order, so that two batches never wait on
 -- each other in a cycle; with p_skip_locked too, accounts locked elsewhere are left out. The state is read by a second statement, which sees everything that
 -- committed while the first waited for the locks.
 CREATE FUNCTION ledger_load_states(
     p_keys text[], p_reservations uuid[], p_debits uuid[], p_grants uuid[],
-    p_idempotency_keys text[], p_lock boolean, p_skip_locked boolean)
+    p_idempotency_keys text[], p_lock boolean, p_skip_locked boolean, p_with_spent boolean)
 RETURNS TABLE (account_key text, state jsonb)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -67,8 +69,8 @@ BEGIN
         'grants', coalesce((SELECT jsonb_agg(to_jsonb(g)) FROM grants g
                              WHERE g.key_id = a.key_id
                                AND ((g.voided_at IS NULL
-                                     AND (g.remaining > 0 OR g.expires_at IS NULL
-                                          OR g.expires_at > a.period_start))
+                                     AND (g.remaining > 0 OR g.expires_at > a.period_start
+                                          OR (p_with_spent AND g.expires_at IS NULL)))
                                     OR (g.kind = 'allowance' AND g.period_start = a.period_start)
                                     OR g.id = ANY (p_grants)
                                     OR g.id IN (SELECT (x->>'grant_id')::uuid
@@ -220,5 +222,6 @@ LANGUAGE sql AS $$
         ARRAY(SELECT jsonb_array_elements_text(p_doc->'grants')::uuid),
         ARRAY(SELECT jsonb_array_elements_text(p_doc->'idempotency_keys')),
         p_doc->>'lock' <> 'none',
-        p_doc->>'lock' = 'skip_locked');
+        p_doc->>'lock' = 'skip_locked',
+        coalesce((p_doc->>'with_spent')::boolean, false));
 $$;

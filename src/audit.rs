@@ -248,7 +248,9 @@ const QUERIES: &[Check] = &[
                ORDER BY p.key_id, p.pool",
     },
     // An active hold's `hold` and `release` entries sum to minus what it holds; a finished one's
-    // to zero (everything was released, then debited or expired by entries of those kinds).
+    // to zero (everything was released, then debited or expired by entries of those kinds). A hold
+    // made while its pool was unlimited drew from no grant and has no such entries: whether it
+    // drew is its own record's to say, not the pool's terms today.
     Check {
         name: "hold_entries_match_reservation",
         uses_cutoff: false,
@@ -258,15 +260,13 @@ const QUERIES: &[Check] = &[
                             CASE WHEN r.status = 'active' THEN r.amount ELSE 0 END,
                             -coalesce(e.total, 0))
                 FROM reservations r
-                JOIN accounts a ON a.key_id = r.key_id
-                JOIN account_pools p ON p.key_id = r.key_id AND p.pool = r.pool
                 LEFT JOIN (SELECT key_id, reservation_id, sum(amount) AS total FROM entries
                             WHERE kind IN ('hold', 'release') AND reservation_id IS NOT NULL
                             GROUP BY key_id, reservation_id) e
                        ON e.key_id = r.key_id AND e.reservation_id = r.id
-               WHERE p.allowance IS NOT NULL
-                 AND coalesce(e.total, 0)
-                     <> CASE WHEN r.status = 'active' THEN -r.amount ELSE 0 END
+               WHERE coalesce(e.total, 0)
+                     <> CASE WHEN r.status = 'active' AND jsonb_array_length(r.drawn) > 0
+                             THEN -r.amount ELSE 0 END
                ORDER BY r.key_id, r.id",
     },
     Check {

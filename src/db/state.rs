@@ -31,6 +31,9 @@ pub struct Selection {
     pub debits: Vec<Uuid>,
     pub grants: Vec<Uuid>,
     pub idempotency_keys: Vec<String>,
+    /// Load spent grants that never expire too: a balance lists every active grant, but no
+    /// command changes a spent one unless it names it.
+    pub with_spent: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,6 +94,7 @@ impl Selection {
             "debits": self.debits,
             "grants": self.grants,
             "idempotency_keys": self.idempotency_keys,
+            "with_spent": self.with_spent,
             "lock": match lock {
                 Lock::None => "none",
                 Lock::Wait => "wait",

@@ -171,6 +171,11 @@ impl Ledger {
         let mut selection = Selection::default();
         for (target, request) in jobs {
             target.select(&mut selection, request.idempotency.as_ref());
+            // Answers that show a balance list every active grant, spent ones too.
+            selection.with_spent |= matches!(
+                request.command,
+                Command::Inspect | Command::UpdateAccount(_) | Command::ChangePlan { .. }
+            );
         }
         let mut tx = OpenTransaction {
             conn: self.db.acquire().await?,
@@ -276,7 +281,8 @@ impl Ledger {
         for _ in 0..CREATE_RETRIES {
             let now = self.now();
             let mut tx = self.db.begin().await?;
-            let selection = Target::Account(key_id.clone()).selection(None);
+            let mut selection = Target::Account(key_id.clone()).selection(None);
+            selection.with_spent = true;
             if let Some(mut state) = db::state::load(&mut tx, &selection, Lock::Wait)
                 .await?
                 .pop()

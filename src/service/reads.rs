@@ -17,27 +17,37 @@ use crate::ledger::usage::{Usage, UsageGroup, UsageQuery};
 use crate::ledger::{view, LedgerError};
 
 impl Ledger {
-    /// The up-to-date state of the account `target` names.
+    /// The up-to-date state of the account `target` names, with every active grant.
     async fn current_state(&self, target: &Target) -> Result<AccountState, ServiceError> {
-        let now = self.now();
+        let mut selection = target.selection(None);
+        selection.with_spent = true;
         let mut conn = self.db.acquire().await?;
-        let state = db::state::load(&mut conn, &target.selection(None), Lock::None)
+        let state = db::state::load(&mut conn, &selection, Lock::None)
             .await?
             .pop()
             .ok_or_else(|| target.not_found())?;
-        drop(conn);
-        if !roll::is_due(&state, now) {
+        if !roll::is_due(&state, self.now()) {
             return Ok(state);
         }
-        let (_, state) = self
-            .run(target, &Request::new(Command::Maintain, None))
+        drop(conn);
+        self.run(target, &Request::new(Command::Maintain, None))
             .await?;
-        Ok(state)
+        let mut conn = self.db.acquire().await?;
+        Ok(db::state::load(&mut conn, &selection, Lock::None)
+            .await?
+            .pop()
+            .ok_or_else(|| target.not_found())?)
     }
 
     pub async fn get_account(&self, key_id: &KeyId) -> Result<Account, ServiceError> {
         let state = self.current_state(&Target::Account(key_id.clone())).await?;
-        Ok(view::account(&state, self.now())?)
+        Ok(view::account(&state, self.now_in(&state))?)
+    }
+
+    /// Now, for an account: never before its current period started (another process, its
+    /// clock a little ahead, may have rolled it), as the write path does.
+    fn now_in(&self, state: &AccountState) -> chrono::DateTime<chrono::Utc> {
+        self.now().max(state.account.period_start)
     }
 
     pub async fn balance(&self, key_id: &KeyId) -> Result<Balance, ServiceError> {
@@ -58,6 +68,7 @@ impl Ledger {
         keys.truncate(limit as usize);
         let selection = Selection {
             keys,
+            with_spent: true,
             ..Selection::default()
         };
         let states = db::state::load(&mut conn, &selection, Lock::None).await?;
@@ -70,7 +81,7 @@ impl Ledger {
             } else {
                 state
             };
-            accounts.push(view::account(&state, now)?);
+            accounts.push(view::account(&state, now.max(state.account.period_start))?);
         }
         let next = if more {
             accounts.last().map(|a| a.key_id.to_string())
@@ -86,7 +97,7 @@ impl Ledger {
         let index = state
             .reservation_index(id)
             .ok_or(LedgerError::ReservationNotFound(id))?;
-        Ok(view::reservation(&state, index, self.now())?)
+        Ok(view::reservation(&state, index, self.now_in(&state))?)
     }
 
     /// Grants of an account, newest first.

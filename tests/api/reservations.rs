@@ -1,6 +1,6 @@
 //! Reservations for long work, refunds and overage.
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, TestApp, TestResponse, SERVICE};
@@ -557,5 +557,33 @@ async fn refunding_a_debit_in_overage_pays_the_overage_back_first() {
         ),
         (Some(10), Some(0), Some(90))
     );
+    app.assert_audit_clean().await;
+}
+
+#[tokio::test]
+async fn a_hold_made_while_its_pool_was_unlimited_keeps_the_audit_clean_after_the_pool_is_limited()
+{
+    let app = spawn_app().await;
+    let t0: DateTime<Utc> = "2026-11-01T00:00:00Z".parse().unwrap();
+    app.clock.freeze_at(t0);
+    let unlimited = json!({"name": "U", "interval": "day",
+        "pools": {"credits": {"allowance": null}}, "operations": {"search": {"cost": 1}}});
+    app.put_plan("u", unlimited).await;
+    app.put("/v1/accounts/key_1")
+        .json(json!({"plan": "u"}))
+        .send()
+        .await
+        .assert_status(201);
+    app.clock.freeze_at(t0 + Duration::hours(12));
+    let held = reserve(&app, json!({"cost": 12, "ttl_seconds": 86_400})).await;
+    held.assert_status(201);
+    assert_eq!(held.body["drawn"], json!([]));
+    // A new version of the plan limits the pool; the next period brings its allowance.
+    let limited = json!({"name": "U", "interval": "day",
+        "pools": {"credits": {"allowance": 100}}, "operations": {"search": {"cost": 1}}});
+    app.put_plan("u", limited).await;
+    app.clock
+        .freeze_at(t0 + Duration::days(1) + Duration::minutes(1));
+    assert_eq!(app.available("key_1", "credits").await, Some(100));
     app.assert_audit_clean().await;
 }

@@ -1,4 +1,4 @@
-//! `/v1/accounts`: accounts, balances and the journal.
+//! `/v1/accounts`: accounts, balances, the journal, usage and plan changes.
 
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -1,4 +1,4 @@
-//! Grants, voids, adjustments and plan changes: the admin's tools on an account's credits.
+//! `/v1/accounts/{key_id}/grants` and `/v1/grants/{id}/void`: packs, promotions, adjustments.
 
 use axum::extract::State;
 use axum::http::StatusCode;

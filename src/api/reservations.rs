@@ -1,4 +1,4 @@
-//! Reservations (holds for long work) and refunds.
+//! `/v1/accounts/{key_id}/reservations`, `/v1/reservations/{id}`: holds for long work.
 
 use axum::extract::State;
 use axum::http::StatusCode;

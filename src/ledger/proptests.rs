@@ -757,6 +757,26 @@ impl Model {
         }
     }
 
+    /// Credits returning to this period's allowance after a `difference` cut never lift it above
+    /// what the cut allowance still allows: with `given` what it has given net of returns, it
+    /// keeps at most `allowance - given`, and its amount is what it gave, at least the allowance.
+    fn cap_cut_allowance(&mut self, g: usize) {
+        let grant = &self.grants[g];
+        if grant.kind != GrantKind::Allowance || grant.period_start != Some(self.periods.start) {
+            return;
+        }
+        let Some(allowance) = self.pools.get(&grant.pool).and_then(|p| p.allowance) else {
+            return;
+        };
+        if grant.amount <= allowance {
+            return;
+        }
+        let given = grant.amount - grant.remaining;
+        let kept = grant.remaining.min((allowance - given).max(0));
+        self.grants[g].remaining = kept;
+        self.grants[g].amount = allowance.max(given);
+    }
+
     /// Holds whose TTL ended by `upto` go back, oldest first; each part returns to its grant if
     /// that grant could still take credits when the hold lapsed.
     fn lapse_holds(&mut self, upto: Time) {
@@ -772,6 +792,7 @@ impl Model {
             for (g, credits) in self.holds[i].parts.clone() {
                 if self.grants[g].open(at) {
                     self.grants[g].remaining += credits;
+                    self.cap_cut_allowance(g);
                 }
             }
             self.holds[i].status = ReservationStatus::Expired;
@@ -1079,6 +1100,7 @@ impl Model {
             }
             if self.grants[g].open(now) {
                 self.grants[g].remaining += credits - take;
+                self.cap_cut_allowance(g);
             }
         }
         if commit.is_none() {
@@ -1163,6 +1185,7 @@ impl Model {
                 }
                 Some(g) if self.grants[g].open(now) => {
                     self.grants[g].remaining += give;
+                    self.cap_cut_allowance(g);
                     Some(g)
                 }
                 _ => {

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::alerts;
 use super::error::{corrupt, LedgerError};
 use super::model::{Refund, RefundPart};
+use super::release::cap_cut_allowance;
 use super::state::{AccountState, EntryRefs, NewGrant, RefundRecord};
 use super::types::{EntryKind, GrantKind};
 
@@ -96,6 +97,7 @@ pub fn refund(
             }
             Some(grant_id) if open => {
                 state.change_grant(grant_id, give, EntryKind::Refund, refs(None), now)?;
+                cap_cut_allowance(state, grant_id, now)?;
                 Some(grant_id)
             }
             _ => {

@@ -10,7 +10,7 @@ use super::alerts;
 use super::error::{corrupt, LedgerError};
 use super::model::Reservation;
 use super::state::{AccountState, EntryRefs};
-use super::types::{EntryKind, ReservationStatus};
+use super::types::{EntryKind, GrantKind, ReservationStatus};
 use super::view;
 
 /// Returns the held credits of reservation `index` (less what `keep` commits, part by part, as
@@ -57,7 +57,45 @@ pub fn return_holds(
         if let (Some(kind), true) = (closed, rest > 0) {
             state.change_grant(part.grant_id, -rest, kind, refs(false), now)?;
         }
+        cap_cut_allowance(state, part.grant_id, now)?;
     }
+    Ok(())
+}
+
+/// After credits came back to a grant (a released hold, a refund). A `difference` plan change
+/// that cut the period's allowance below what it had already given keeps the grant's amount at
+/// what it gave, so that returns still fit in; but what comes back never lifts the grant above
+/// what the cut allowance still allows this period: the rest leaves again at once, as an
+/// `adjustment` entry, and the amount shrinks with what was given back, down to the allowance.
+pub fn cap_cut_allowance(
+    state: &mut AccountState,
+    grant_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), LedgerError> {
+    let Some(grant) = state.grant(grant_id) else {
+        return Ok(());
+    };
+    if grant.kind != GrantKind::Allowance || grant.period_start != Some(state.account.period_start)
+    {
+        return Ok(());
+    }
+    let Some(allowance) = state.pools.get(&grant.pool).and_then(|p| p.allowance) else {
+        return Ok(());
+    };
+    if grant.amount <= allowance {
+        return Ok(());
+    }
+    let given = grant.amount - grant.remaining;
+    let allowed = (allowance - given).max(0);
+    let excess = grant.remaining - allowed;
+    if excess > 0 {
+        let refs = EntryRefs {
+            metadata: Some(json!({"reason": "the period's allowance was cut by a plan change"})),
+            ..EntryRefs::default()
+        };
+        state.change_grant(grant_id, -excess, EntryKind::Adjustment, refs, now)?;
+    }
+    state.update_grant(grant_id, |g| g.amount = allowance.max(given))?;
     Ok(())
 }
 

@@ -399,6 +399,59 @@ async fn plan_change_with_difference_grants_or_removes_the_difference_now() {
 }
 
 #[tokio::test]
+async fn credits_coming_back_after_a_difference_cut_stay_within_the_cut_allowance() {
+    let app = spawn_app().await;
+    plans_for_changes(&app).await;
+    app.post("/v1/accounts/key_1/plan")
+        .json(json!({"plan": "big", "proration": "difference"}))
+        .send()
+        .await
+        .assert_status(200);
+    // 30 used under Small, then 900 more under Big: 930 of 1000 given.
+    let debit = app.debit("key_1", json!({"cost": 900})).await;
+    debit.assert_status(201);
+    let held = app
+        .post("/v1/accounts/key_1/reservations")
+        .token(SERVICE)
+        .json(json!({"cost": 60}))
+        .send()
+        .await;
+    held.assert_status(201);
+    // Back to Small: 100 allowed this period, 990 already given.
+    app.post("/v1/accounts/key_1/plan")
+        .json(json!({"plan": "small", "proration": "difference"}))
+        .send()
+        .await
+        .assert_status(200);
+    assert_eq!(app.available("key_1", "credits").await, Some(0));
+    // The hold and the debit come back: what was given falls to 30, so 70 of the 100 are left,
+    // not the 970 the old allowance would have had.
+    let id = held.body["id"].as_str().unwrap();
+    app.post(&format!("/v1/reservations/{id}/release"))
+        .token(SERVICE)
+        .send()
+        .await
+        .assert_status(200);
+    let id = debit.body["id"].as_str().unwrap();
+    app.post(&format!("/v1/debits/{id}/refunds"))
+        .json(json!({}))
+        .send()
+        .await
+        .assert_status(201);
+    let balance = app.get("/v1/accounts/key_1/balance").send().await;
+    let pool = &balance.body["pools"][0];
+    assert_eq!(
+        (
+            pool["available"].as_i64(),
+            pool["allowance"].as_i64(),
+            pool["used"].as_i64()
+        ),
+        (Some(70), Some(100), Some(30))
+    );
+    app.assert_audit_clean().await;
+}
+
+#[tokio::test]
 async fn plan_change_with_reset_starts_a_new_period_now() {
     let app = spawn_app().await;
     plans_for_changes(&app).await;

@@ -8,10 +8,8 @@ use serde_json::Value;
 use super::error::LedgerError;
 use super::periods::period_containing;
 use super::plan::Plan;
-use super::state::{
-    empty_object, AccountRecord, AccountState, Effects, EntryRefs, NewGrant, PoolCounters,
-};
-use super::types::{EntryKind, GrantKind, InvalidField, KeyId};
+use super::state::{empty_object, AccountRecord, AccountState, Effects, NewGrant, PoolCounters};
+use super::types::{GrantKind, InvalidField, KeyId};
 
 /// What an account PUT asks for. `None` leaves a field as it is on update.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,19 +72,14 @@ pub fn open(
         });
         if let Some(allowance) = spec.allowance {
             state.add_grant(
-                NewGrant {
-                    pool: pool.clone(),
-                    kind: GrantKind::Allowance,
-                    amount: allowance,
-                    effective_at: period.start,
-                    expires_at: Some(period.end),
-                    priority: 0,
-                    period_start: Some(period.start),
-                    metadata: empty_object(),
-                    entry_kind: EntryKind::Grant,
-                    refs: EntryRefs::default(),
-                    balance_at: now,
-                },
+                NewGrant::periodic(
+                    pool,
+                    GrantKind::Allowance,
+                    allowance,
+                    period.start,
+                    period.end,
+                    now,
+                ),
                 now,
             )?;
         }

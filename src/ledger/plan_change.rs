@@ -10,7 +10,7 @@ use super::error::{corrupt, LedgerError};
 use super::periods::period_containing;
 use super::plan::Plan;
 use super::roll::{allowance_of, roll_to};
-use super::state::{empty_object, AccountState, EntryRefs, NewGrant, PoolCounters};
+use super::state::{AccountState, EntryRefs, NewGrant, PoolCounters};
 use super::types::{EntryKind, GrantKind, InvalidField, PoolName};
 
 /// How a plan change treats the period in progress.
@@ -134,43 +134,24 @@ fn prorate_difference(
                     let remaining = (new_allowance - given).max(0);
                     let amount = new_allowance.max(given);
                     let change = remaining - grant.remaining;
-                    if change > 0 {
-                        state.update_grant(grant.id, |g| g.amount = amount)?;
-                        state.change_grant(
-                            grant.id,
-                            change,
-                            EntryKind::Adjustment,
-                            EntryRefs::default(),
-                            now,
-                        )?;
-                    } else {
-                        if change < 0 {
-                            state.change_grant(
-                                grant.id,
-                                change,
-                                EntryKind::Adjustment,
-                                EntryRefs::default(),
-                                now,
-                            )?;
-                        }
-                        state.update_grant(grant.id, |g| g.amount = amount)?;
+                    // A growing amount moves first, so remaining always stays within it.
+                    state.update_grant(grant.id, |g| g.amount = g.amount.max(amount))?;
+                    if change != 0 {
+                        let refs = EntryRefs::default();
+                        state.change_grant(grant.id, change, EntryKind::Adjustment, refs, now)?;
                     }
+                    state.update_grant(grant.id, |g| g.amount = amount)?;
                 }
                 None if diff > 0 => {
                     state.add_grant(
-                        NewGrant {
-                            pool: pool.clone(),
-                            kind: GrantKind::Allowance,
-                            amount: diff,
-                            effective_at: period_start,
-                            expires_at: Some(period_end),
-                            priority: 0,
-                            period_start: Some(period_start),
-                            metadata: empty_object(),
-                            entry_kind: EntryKind::Grant,
-                            refs: EntryRefs::default(),
-                            balance_at: now,
-                        },
+                        NewGrant::periodic(
+                            &pool,
+                            GrantKind::Allowance,
+                            diff,
+                            period_start,
+                            period_end,
+                            now,
+                        ),
                         now,
                     )?;
                 }

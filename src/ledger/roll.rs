@@ -13,7 +13,7 @@ use super::error::{corrupt, LedgerError};
 use super::periods::{self, Period};
 use super::plan::Plan;
 use super::release;
-use super::state::{empty_object, AccountState, EntryRefs, NewGrant, PoolCounters};
+use super::state::{AccountState, EntryRefs, NewGrant, PoolCounters};
 use super::types::{EntryKind, GrantKind, PoolName};
 
 /// What bringing an account up to date did.
@@ -199,18 +199,8 @@ pub fn roll_to(
                 now,
             )?;
         }
-        let grant = |kind: GrantKind, amount: i64| NewGrant {
-            pool: pool.clone(),
-            kind,
-            amount,
-            effective_at: new.start,
-            expires_at: Some(new.end),
-            priority: 0,
-            period_start: Some(new.start),
-            metadata: empty_object(),
-            entry_kind: EntryKind::Grant,
-            refs: EntryRefs::default(),
-            balance_at: new.start,
+        let grant = |kind: GrantKind, amount: i64| {
+            NewGrant::periodic(&pool, kind, amount, new.start, new.end, new.start)
         };
         if rollover > 0 {
             state.add_grant(grant(GrantKind::Rollover, rollover), now)?;

@@ -275,6 +275,32 @@ pub struct NewGrant {
     pub balance_at: DateTime<Utc>,
 }
 
+impl NewGrant {
+    /// An allowance or rollover grant of the period `[start, end)`.
+    pub fn periodic(
+        pool: &PoolName,
+        kind: GrantKind,
+        amount: i64,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        balance_at: DateTime<Utc>,
+    ) -> Self {
+        NewGrant {
+            pool: pool.clone(),
+            kind,
+            amount,
+            effective_at: start,
+            expires_at: Some(end),
+            priority: 0,
+            period_start: Some(start),
+            metadata: empty_object(),
+            entry_kind: EntryKind::Grant,
+            refs: EntryRefs::default(),
+            balance_at,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccountState {
     pub account: AccountRecord,

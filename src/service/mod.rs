@@ -207,21 +207,11 @@ impl Ledger {
         Ok((results, states))
     }
 
-    /// The write path for one command, without the writer. Returns the answer and the state
-    /// after it.
-    async fn run(
-        &self,
-        target: &Target,
-        request: &Request,
-    ) -> Result<(Answer, AccountState), ServiceError> {
+    /// The write path for one command, without the writer.
+    async fn run(&self, target: &Target, request: &Request) -> Result<Answer, ServiceError> {
         let jobs = [(target.clone(), request.clone())];
-        let (mut results, states) = self.apply_batch(&jobs).await?;
-        let answer = results.pop().unwrap_or_else(|| Err(target.not_found()))?;
-        let state = states
-            .into_iter()
-            .find(|s| target.names(s))
-            .ok_or_else(|| target.not_found())?;
-        Ok((answer, state))
+        let (mut results, _) = self.apply_batch(&jobs).await?;
+        Ok(results.pop().unwrap_or_else(|| Err(target.not_found()))?)
     }
 
     /// Runs one command on the account `target` names, through the batching writer.
@@ -229,7 +219,7 @@ impl Ledger {
     pub async fn execute(&self, target: Target, request: Request) -> Result<Answer, ServiceError> {
         match &self.writer {
             Some(writer) => writer.submit(target, request).await,
-            None => Ok(self.run(&target, &request).await?.0),
+            None => self.run(&target, &request).await,
         }
     }
 

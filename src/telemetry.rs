@@ -15,7 +15,7 @@ pub fn handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     Matcher::Suffix("duration_seconds".into()),
                     &[
@@ -24,7 +24,18 @@ pub fn handle() -> PrometheusHandle {
                 )
                 .expect("static buckets")
                 .install_recorder()
-                .expect("one metrics recorder per process")
+                .expect("one metrics recorder per process");
+            // Histogram samples pile up until drained; a scrape drains them, but nothing
+            // promises a scrape, so a thread of the recorder's own does it.
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                })
+                .expect("a thread for metrics upkeep");
+            handle
         })
         .clone()
 }

@@ -1,12 +1,13 @@
 //! Account states in sets: one round trip loads (and row-locks) the states of every account a
-//! batch touches (`ledger_load`); one statement writes back the effects of every command applied
-//! to them, whatever their number (`ledger_persist`). Both are storage functions in
+//! batch touches (`ledger_load_states`); one call writes back the effects of every command
+//! applied to them, whatever their number (`ledger_persist`). Both are storage functions in
 //! `migrations/`; neither decides anything about money.
 //!
-//! Rows travel as JSON documents of records (`jsonb_populate_recordset` on the way in,
-//! `to_jsonb` on the way out), so a state's records are the same Rust types in memory and in
-//! both directions, and the statements stay fixed whatever the batch holds. The writer sends
-//! BEGIN with the load and COMMIT with the persist, so a batch costs two round trips.
+//! States come back as one JSON document per account (`to_jsonb`), and effects go as one JSON
+//! document of rows per table (`jsonb_populate_recordset`), so a state's records are the same
+//! Rust types in memory and in both directions, and the statements stay fixed whatever the batch
+//! holds. The writer sends BEGIN with the load and COMMIT with the persist (the simple query
+//! protocol, hence the arguments as literals), so a batch costs two round trips.
 
 use std::collections::BTreeMap;
 
@@ -86,22 +87,43 @@ pub enum Lock {
 }
 
 impl Selection {
-    /// The document `ledger_load` takes.
-    fn document(&self, lock: Lock) -> Value {
-        serde_json::json!({
-            "keys": self.keys,
-            "reservations": self.reservations,
-            "debits": self.debits,
-            "grants": self.grants,
-            "idempotency_keys": self.idempotency_keys,
-            "with_spent": self.with_spent,
-            "lock": match lock {
-                Lock::None => "none",
-                Lock::Wait => "wait",
-                Lock::SkipLocked => "skip_locked",
-            },
-        })
+    /// The call of `ledger_load_states` for this selection, its arrays as literals (for the
+    /// simple query protocol, which carries no parameters).
+    fn call(&self, lock: Lock) -> String {
+        let uuids = |ids: &[Uuid]| array_literal(ids.iter().map(Uuid::to_string), "uuid");
+        format!(
+            "SELECT account_key, state FROM ledger_load_states({}, {}, {}, {}, {}, {}, {}, {})",
+            array_literal(self.keys.iter().cloned(), "text"),
+            uuids(&self.reservations),
+            uuids(&self.debits),
+            uuids(&self.grants),
+            array_literal(self.idempotency_keys.iter().cloned(), "text"),
+            lock != Lock::None,
+            lock == Lock::SkipLocked,
+            self.with_spent,
+        )
     }
+}
+
+/// An array as an SQL literal: each element double-quoted with `\` and `"` escaped (the array
+/// syntax), the whole dollar-quoted (see `literal`) and cast to `element[]`.
+fn array_literal(items: impl Iterator<Item = String>, element: &str) -> String {
+    let mut text = String::from("{");
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push('"');
+        for c in item.chars() {
+            if c == '"' || c == '\\' {
+                text.push('\\');
+            }
+            text.push(c);
+        }
+        text.push('"');
+    }
+    text.push('}');
+    format!("{}::{element}[]", dollar_quoted(&text))
 }
 
 fn states(rows: Vec<(String, Json<StoredState>)>) -> Vec<AccountState> {
@@ -114,24 +136,37 @@ pub async fn load(
     selection: &Selection,
     lock: Lock,
 ) -> Result<Vec<AccountState>, sqlx::Error> {
-    let rows = sqlx::query_as("SELECT account_key, state FROM ledger_load($1)")
-        .bind(Json(selection.document(lock)))
-        .fetch_all(conn)
-        .await?;
+    let rows = sqlx::query_as(
+        "SELECT account_key, state FROM ledger_load_states($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&selection.keys)
+    .bind(&selection.reservations)
+    .bind(&selection.debits)
+    .bind(&selection.grants)
+    .bind(&selection.idempotency_keys)
+    .bind(lock != Lock::None)
+    .bind(lock == Lock::SkipLocked)
+    .bind(selection.with_spent)
+    .fetch_all(conn)
+    .await?;
     Ok(states(rows))
 }
 
-/// A JSON document as an SQL literal. A dollar-quoted string has no escapes: it ends only at its
-/// tag, and the tag chosen does not occur in the document, so nothing in it can end it early.
-fn literal(document: &Value) -> String {
-    let text = document.to_string();
-    let mut tag = "$doc$".to_owned();
+/// Text as a dollar-quoted SQL string. A dollar-quoted string has no escapes: it ends only at
+/// its tag, and the tag chosen does not occur in the text, so nothing in it can end it early.
+fn dollar_quoted(text: &str) -> String {
+    let mut tag = "$q$".to_owned();
     let mut n = 0u64;
     while text.contains(&tag) {
         n += 1;
-        tag = format!("$doc{n}$");
+        tag = format!("$q{n}$");
     }
-    format!("{tag}{text}{tag}::jsonb")
+    format!("{tag}{text}{tag}")
+}
+
+/// A JSON document as an SQL literal.
+fn literal(document: &Value) -> String {
+    format!("{}::jsonb", dollar_quoted(&document.to_string()))
 }
 
 /// Begins a transaction and loads and row-locks the selected accounts' states, in one round
@@ -141,10 +176,7 @@ pub async fn begin_and_load(
     conn: &mut PgConnection,
     selection: &Selection,
 ) -> Result<Vec<AccountState>, sqlx::Error> {
-    let sql = format!(
-        "BEGIN; SELECT account_key, state FROM ledger_load({})",
-        literal(&selection.document(Lock::Wait))
-    );
+    let sql = format!("BEGIN; {}", selection.call(Lock::Wait));
     let rows = conn.fetch_all(sqlx::raw_sql(&sql)).await?;
     let rows = rows
         .iter()
@@ -314,21 +346,28 @@ fn document<'a>(
         idempotency,
         alerts,
     } = rows;
-    Ok(Some(serde_json::json!({
-        "new_accounts": new_accounts,
-        "changed_accounts": changed_accounts,
-        "pools": pools,
-        "grants": grants,
-        "entries": entries,
-        "debits": debits,
-        "reservations": reservations,
-        "refunds": refunds,
-        "adjustments": adjustments,
-        "events": events,
-        "usage": usage,
-        "idempotency": idempotency,
-        "alerts": alerts,
-    })))
+    let mut doc = serde_json::Map::new();
+    for (name, rows) in [
+        ("new_accounts", new_accounts),
+        ("changed_accounts", changed_accounts),
+        ("pools", pools),
+        ("grants", grants),
+        ("entries", entries),
+        ("debits", debits),
+        ("reservations", reservations),
+        ("refunds", refunds),
+        ("adjustments", adjustments),
+        ("events", events),
+        ("usage", usage),
+        ("idempotency", idempotency),
+        ("alerts", alerts),
+    ] {
+        // `ledger_persist` runs a statement only for the kinds of rows present.
+        if !rows.is_empty() {
+            doc.insert(name.to_owned(), Value::Array(rows));
+        }
+    }
+    Ok(Some(Value::Object(doc)))
 }
 
 /// Writes the effects of every state in one statement, inside the caller's transaction. Does

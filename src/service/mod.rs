@@ -167,7 +167,17 @@ impl Ledger {
         &self,
         jobs: &[(Target, Request)],
     ) -> Result<(Vec<Result<Answer, LedgerError>>, Vec<AccountState>), ServiceError> {
-        let now = self.now();
+        let loaded = self.load_batch(jobs).await?;
+        self.finish_batch(loaded, jobs).await
+    }
+
+    /// The first half of `apply_batch`: begins the transaction and loads and row-locks the
+    /// states of every account `jobs` name. When this returns, the batch holds its accounts'
+    /// locks, so a batch loaded after it that names one of them waits for its commit.
+    pub(super) async fn load_batch(
+        &self,
+        jobs: &[(Target, Request)],
+    ) -> Result<LoadedBatch, ServiceError> {
         let mut selection = Selection::default();
         for (target, request) in jobs {
             target.select(&mut selection, request.idempotency.as_ref());
@@ -181,13 +191,25 @@ impl Ledger {
             conn: self.db.acquire().await?,
             ended: false,
         };
-        let mut states = match db::state::begin_and_load(&mut tx.conn, &selection).await {
-            Ok(states) => states,
+        match db::state::begin_and_load(&mut tx.conn, &selection).await {
+            Ok(states) => Ok(LoadedBatch { tx, states }),
             Err(err) => {
                 tx.rollback().await;
-                return Err(err.into());
+                Err(err.into())
             }
-        };
+        }
+    }
+
+    /// The second half of `apply_batch`: applies `jobs` (those `load_batch` was given) in order,
+    /// persists every effect and commits.
+    pub(super) async fn finish_batch(
+        &self,
+        loaded: LoadedBatch,
+        jobs: &[(Target, Request)],
+    ) -> Result<(Vec<Result<Answer, LedgerError>>, Vec<AccountState>), ServiceError> {
+        let LoadedBatch { mut tx, mut states } = loaded;
+        // Taken under the locks: a later batch of this process never has an earlier clock.
+        let now = self.now();
         let mut results = Vec::with_capacity(jobs.len());
         for (target, request) in jobs {
             let result = match states.iter().position(|s| target.names(s)) {
@@ -444,6 +466,12 @@ impl Ledger {
 /// load, COMMIT with the persist). Dropped before the transaction ended (a panic, a cancelled
 /// future), the connection is closed, which aborts the transaction, rather than returned to the
 /// pool with its transaction and row locks open.
+/// A batch whose transaction has begun and holds its accounts' locks.
+pub(super) struct LoadedBatch {
+    tx: OpenTransaction,
+    states: Vec<AccountState>,
+}
+
 struct OpenTransaction {
     conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
     ended: bool,

@@ -7,11 +7,16 @@
 //! one process never wait on each other; a hot account pays one lock, one grant update and one
 //! commit per batch, not per command. A writer waits for the first command and then takes only
 //! what is already queued: at low load a batch is one command, and no timer adds latency.
+//!
+//! A shard pipelines: once a batch has loaded (and so holds its accounts' locks), the shard
+//! takes the next batch while the first applies, persists and commits. The next batch's load
+//! waits in PostgreSQL for the locks of any account the two share, so an account's commands
+//! still apply one batch after the other, in arrival order.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use uuid::Uuid;
 
 use super::{Ledger, ServiceError, Target};
@@ -22,6 +27,9 @@ use crate::ledger::types::KeyId;
 pub const WRITERS: usize = 4;
 /// The most commands one batch takes, by default (`LEDGER_WRITE_BATCH`).
 pub const MAX_BATCH: usize = 256;
+/// Batches of one shard in flight at once: while one persists and commits, the next loads (and
+/// waits for the locks of any account the two share). Each holds a database connection.
+const IN_FLIGHT: usize = 2;
 /// Commands that may wait in one shard's queue before callers wait to enqueue.
 const QUEUE: usize = 4096;
 /// Reservations made here whose account is remembered, so a commit finds its account's shard.
@@ -100,9 +108,14 @@ impl Writer {
 }
 
 async fn run_shard(ledger: Ledger, mut queue: mpsc::Receiver<Job>, max_batch: usize) {
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut jobs = Vec::with_capacity(max_batch);
     while let Some(first) = queue.recv().await {
         jobs.push(first);
+        // While every slot is busy, what arrives joins this batch.
+        let Ok(slot) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
         while jobs.len() < max_batch {
             match queue.try_recv() {
                 Ok(job) => jobs.push(job),
@@ -119,20 +132,35 @@ async fn run_shard(ledger: Ledger, mut queue: mpsc::Receiver<Job>, max_batch: us
             continue;
         }
         metrics::histogram!("write_batch_size").record(work.len() as f64);
-        match ledger.apply_batch(&work).await {
-            Ok((results, _)) => {
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(result.map_err(ServiceError::from));
-                }
-            }
+        // The load takes the batch's locks before the next batch's load asks for them, so an
+        // account's commands apply in arrival order; the rest of the batch runs beside the next.
+        let batch = match ledger.load_batch(&work).await {
+            Ok(batch) => batch,
             Err(err) => {
-                // The transaction failed: nothing of the batch applied. Each request may be
-                // retried with its Idempotency-Key.
-                let err = Arc::new(err);
-                for reply in replies {
-                    let _ = reply.send(Err(ServiceError::Batch(err.clone())));
-                }
+                fail(replies, err);
+                continue;
             }
-        }
+        };
+        let ledger = ledger.clone();
+        tokio::spawn(async move {
+            match ledger.finish_batch(batch, &work).await {
+                Ok((results, _)) => {
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        let _ = reply.send(result.map_err(ServiceError::from));
+                    }
+                }
+                Err(err) => fail(replies, err),
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// The transaction failed: nothing of the batch applied. Each request may be retried with its
+/// Idempotency-Key.
+fn fail(replies: Vec<oneshot::Sender<Result<Answer, ServiceError>>>, err: ServiceError) {
+    let err = Arc::new(err);
+    for reply in replies {
+        let _ = reply.send(Err(ServiceError::Batch(err.clone())));
     }
 }

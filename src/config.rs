@@ -151,7 +151,7 @@ impl Config {
                 20,
                 |n| (1..=1000).contains(n),
             )?,
-            writers: number("LEDGER_WRITERS", lookup("LEDGER_WRITERS"), 4, |n| {
+            writers: number("LEDGER_WRITERS", lookup("LEDGER_WRITERS"), 2, |n| {
                 (1..=64).contains(n)
             })?,
             write_batch: number(
@@ -259,7 +259,7 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
         assert!(config.admin_tokens.is_empty());
         assert_eq!(config.db_max_connections, 20);
-        assert_eq!((config.writers, config.write_batch), (4, 256));
+        assert_eq!((config.writers, config.write_batch), (2, 256));
         assert_eq!(config.request_timeout, Duration::from_secs(30));
         assert_eq!(config.log_format, LogFormat::Text);
         assert_eq!(config.schedule, DEFAULT_SCHEDULE);

@@ -52,6 +52,9 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// A pooled connection idle this long is pinged before use.
+const IDLE_PING: Duration = Duration::from_secs(1);
+
 /// Connects to the database named by `url`, creating the database first if it is missing.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, SetupError> {
     let options = PgConnectOptions::from_str(url).map_err(SetupError::BadUrl)?;
@@ -59,6 +62,18 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, SetupErr
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
+        // sqlx pings a connection before handing it out (a round trip on every acquire) and again
+        // when it comes back (which closes one an error broke). Only a connection that sat idle
+        // can have been broken meanwhile (a database restart), so only that one is pinged first.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= IDLE_PING {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await
         .map_err(|source| SetupError::Unreachable {

@@ -23,8 +23,9 @@ use super::{Ledger, ServiceError, Target};
 use crate::ledger::command::{Answer, Request};
 use crate::ledger::types::KeyId;
 
-/// Writer tasks (queue shards) per process, by default (`LEDGER_WRITERS`).
-pub const WRITERS: usize = 4;
+/// Writer tasks (queue shards) per process, by default (`LEDGER_WRITERS`). With two batches in
+/// flight each, two writers kept a 2-core machine busiest in the benchmark (BENCHMARKS.md).
+pub const WRITERS: usize = 2;
 /// The most commands one batch takes, by default (`LEDGER_WRITE_BATCH`).
 pub const MAX_BATCH: usize = 256;
 /// Batches of one shard in flight at once: while one persists and commits, the next loads (and

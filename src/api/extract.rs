@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use super::strict::{Checked, Strict};
 use crate::error::ApiError;
 
 /// The largest request body the API reads.
@@ -28,6 +29,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let json = is_json(&req);
         let bytes = read_body(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::new(
@@ -36,6 +38,7 @@ where
                 "the request body is empty; send a JSON object",
             ));
         }
+        json?;
         parse_body(&bytes)
     }
 }
@@ -52,11 +55,37 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let json = is_json(&req);
         let bytes = read_body(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
+        json?;
         parse_body(&bytes).map(|AppJson(value, _)| OptionalJson(value))
+    }
+}
+
+/// A body is read only if its `Content-Type` says JSON (`application/json`, or any `+json`
+/// type), with any parameters: anything else is a 415.
+fn is_json(req: &Request) -> Result<(), ApiError> {
+    let media_type = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match media_type {
+        Some(t) if t == "application/json" || (t.starts_with("application/") && t.ends_with("+json")) => {
+            Ok(())
+        }
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            match other {
+                Some(t) => format!("the request body is {t}; send JSON with Content-Type: application/json"),
+                None => "the request body has no Content-Type; send JSON with Content-Type: application/json".to_owned(),
+            },
+        )),
     }
 }
 
@@ -76,7 +105,20 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Api
 }
 
 fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<AppJson<T>, ApiError> {
-    let raw: Value = serde_json::from_slice(bytes).map_err(|e| {
+    let mut reader = serde_json::Deserializer::from_slice(bytes);
+    let raw = match serde_path_to_error::deserialize(&mut reader) {
+        Ok(Checked(raw)) => raw,
+        // Well-formed JSON holding something no request may: a NUL, a key given twice.
+        Err(err) if err.inner().is_data() => return Err(shape_error(err)),
+        Err(err) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the request body is not valid JSON: {}", err.inner()),
+            ))
+        }
+    };
+    reader.end().map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
@@ -87,30 +129,41 @@ fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<AppJson<T>, ApiError>
     Ok(AppJson(typed, raw))
 }
 
-/// Deserializes a JSON value into `T`, naming the field that did not fit.
+/// Deserializes a JSON value into `T`, naming the field that did not fit. A struct is read only
+/// from an object, and an integer also from a whole float (`652.0`).
 pub fn parse_value<T: DeserializeOwned>(raw: &Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(raw).map_err(|err| {
-        let inner = err.inner().to_string();
-        let mut field = err.path().to_string();
-        // A missing field is reported at its parent; name the field itself.
-        if let Some(name) = inner
-            .strip_prefix("missing field `")
-            .and_then(|rest| rest.split('`').next())
-        {
-            field = if field == "." {
-                name.to_owned()
-            } else {
-                format!("{field}.{name}")
-            };
-        }
-        let message = if field == "." {
-            format!("the request body does not fit: {inner}")
+    serde_path_to_error::deserialize(Strict(raw)).map_err(shape_error)
+}
+
+/// A 422 naming the field where `err` happened.
+fn shape_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let position = format!(
+        " at line {} column {}",
+        err.inner().line(),
+        err.inner().column()
+    );
+    let inner = err.inner().to_string();
+    // The field is named; where it sits in the text adds nothing.
+    let inner = inner.strip_suffix(&position).unwrap_or(&inner).to_owned();
+    let mut field = err.path().to_string();
+    // A missing field is reported at its parent; name the field itself.
+    if let Some(name) = inner
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        field = if field == "." {
+            name.to_owned()
         } else {
-            format!("{field}: {inner}")
+            format!("{field}.{name}")
         };
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
-            .with_details(json!({"field": field, "reason": inner}))
-    })
+    }
+    let message = if field == "." {
+        format!("the request body does not fit: {inner}")
+    } else {
+        format!("{field}: {inner}")
+    };
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+        .with_details(json!({"field": field, "reason": inner}))
 }
 
 /// Path parameters with our error shape.

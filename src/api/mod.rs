@@ -13,6 +13,7 @@ pub mod me;
 pub mod plans;
 pub mod refunds;
 pub mod reservations;
+mod strict;
 pub mod verify;
 pub mod webhooks;
 

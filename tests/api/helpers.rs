@@ -311,9 +311,14 @@ impl<'a> Call<'a> {
             request = request.header(name, value);
         }
         if let Some(body) = self.body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body);
+            let typed = self
+                .headers
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+            if !typed {
+                request = request.header("content-type", "application/json");
+            }
+            request = request.body(body);
         }
         let response = request.send().await.expect("request reaches the service");
         let status = response.status();

@@ -2,7 +2,9 @@
 
 use serde_json::json;
 
-use crate::helpers::{spawn_app, TestApp, SERVICE};
+use reqwest::Method;
+
+use crate::helpers::{spawn_app, TestApp, ADMIN, SERVICE};
 
 async fn ready(app: &TestApp) {
     app.create_plan("pro", Some(1000)).await;
@@ -204,4 +206,159 @@ async fn bad_query_parameters_are_4xx() {
         .send()
         .await
         .assert_error(400, "invalid_query");
+}
+
+#[tokio::test]
+async fn a_nul_character_anywhere_is_422_naming_the_field_and_changes_nothing() {
+    let app = spawn_app().await;
+    ready(&app).await;
+    let before = app.snapshot().await;
+    // (method, path, body, field); plans name their own 422 code.
+    let cases = [
+        (
+            Method::POST,
+            "/v1/accounts/key_1/debits",
+            r#"{"operation":"search","metadata":{"a":"x\u0000y"}}"#,
+            "metadata.a",
+        ),
+        (
+            Method::POST,
+            "/v1/accounts/key_1/debits",
+            r#"{"operation":"search","metadata":{"a\u0000b":"x"}}"#,
+            "metadata.a\u{0}b",
+        ),
+        (
+            Method::PUT,
+            "/v1/plans/nul",
+            r#"{"name":"Pro\u0000","interval":"month","pools":{}}"#,
+            "name",
+        ),
+        (
+            Method::POST,
+            "/v1/accounts/key_1/adjustments",
+            r#"{"op":"increment","amount":5,"reason":"goodwill \u0000"}"#,
+            "reason",
+        ),
+        (
+            Method::POST,
+            "/v1/webhook-endpoints",
+            r#"{"url":"http://127.0.0.1:9/hook","description":"\u0000"}"#,
+            "description",
+        ),
+    ];
+    for (method, path, body, field) in cases {
+        let response = app
+            .call(method, path)
+            .token(ADMIN)
+            .raw_body(body)
+            .send()
+            .await;
+        let code = if path.starts_with("/v1/plans") {
+            "invalid_plan"
+        } else {
+            "invalid_request"
+        };
+        response.assert_error(422, code);
+        assert_eq!(
+            response.body["error"]["details"]["field"], field,
+            "{path} {body}: {}",
+            response.body
+        );
+        assert!(
+            response.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("NUL"),
+            "{}",
+            response.body
+        );
+    }
+    assert_eq!(app.snapshot().await, before);
+}
+
+#[tokio::test]
+async fn a_key_given_twice_is_422_naming_it() {
+    let app = spawn_app().await;
+    ready(&app).await;
+    let before = app.snapshot().await;
+    for (body, field) in [
+        (r#"{"operation":"search","operation":"other"}"#, "operation"),
+        (
+            r#"{"operation":"search","metadata":{"a":1,"b":2,"a":3}}"#,
+            "metadata.a",
+        ),
+    ] {
+        let response = app
+            .post("/v1/accounts/key_1/debits")
+            .raw_body(body)
+            .send()
+            .await;
+        response.assert_error(422, "invalid_request");
+        assert_eq!(response.body["error"]["details"]["field"], field);
+    }
+    assert_eq!(app.snapshot().await, before);
+}
+
+#[tokio::test]
+async fn an_array_is_not_an_object() {
+    let app = spawn_app().await;
+    let response = app
+        .put("/v1/plans/arr")
+        .token(ADMIN)
+        .json(json!({"name": "Arr", "interval": "month", "pools": {"credits": [null, null]}}))
+        .send()
+        .await;
+    response.assert_error(422, "invalid_plan");
+    assert_eq!(response.body["error"]["details"]["field"], "pools.credits");
+    app.get("/v1/plans/arr")
+        .token(ADMIN)
+        .send()
+        .await
+        .assert_error(404, "plan_not_found");
+}
+
+#[tokio::test]
+async fn a_body_must_be_sent_as_json() {
+    let app = spawn_app().await;
+    ready(&app).await;
+    let before = app.snapshot().await;
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/jsonx",
+    ] {
+        app.post("/v1/accounts/key_1/debits")
+            .header("content-type", content_type)
+            .raw_body(r#"{"operation":"search"}"#)
+            .send()
+            .await
+            .assert_error(415, "unsupported_media_type");
+    }
+    assert_eq!(app.snapshot().await, before);
+    // Parameters and +json types are JSON.
+    for content_type in [
+        "application/json; charset=utf-8",
+        "application/merge-patch+json",
+    ] {
+        app.post("/v1/accounts/key_1/debits")
+            .header("content-type", content_type)
+            .raw_body(r#"{"operation":"search"}"#)
+            .send()
+            .await
+            .assert_status(201);
+    }
+}
+
+#[tokio::test]
+async fn a_whole_float_is_an_integer() {
+    let app = spawn_app().await;
+    ready(&app).await;
+    let response = app
+        .debit("key_1", json!({"operation": "search", "quantity": 3.0}))
+        .await;
+    response.assert_status(201);
+    assert_eq!(response.body["quantity"], 3);
+    app.debit("key_1", json!({"operation": "search", "quantity": 3.5}))
+        .await
+        .assert_error(422, "invalid_request");
 }

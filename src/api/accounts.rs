@@ -187,7 +187,7 @@ pub async fn entries(
                 .ok_or_else(|| invalid("cursor", "is not a cursor this API returned"))
         })
         .transpose()?;
-    Ok(Json(state.ledger.entries(&key, before, limit).await?))
+    Ok(Json(state.ledger.entries(&key, before, limit, None).await?))
 }
 
 /// GET /v1/accounts/{key_id}/usage

@@ -91,8 +91,15 @@ pub async fn my_entries(
             })
         })
         .transpose()?;
-    let (account, _) = my_account(&state, &key).await?;
-    Ok(Json(state.ledger.entries(&account, before, limit).await?))
+    let (account, key_id) = my_account(&state, &key).await?;
+    // A member key of a shared account sees only the entries it made.
+    let source = (account.as_str() != key_id).then_some(key_id.as_str());
+    Ok(Json(
+        state
+            .ledger
+            .entries(&account, before, limit, source)
+            .await?,
+    ))
 }
 
 #[derive(Debug, Deserialize)]

@@ -135,6 +135,16 @@ pub async fn verify(
             &InvalidField::new("key", format!("must be 1 to {KEY_MAX} characters long")),
         ));
     }
+    // A ledger token sent as the customer key by mistake is not passed on to Unkey.
+    if state.tokens.role_of(&body.key).is_some() {
+        return Err(ApiError::invalid_field(
+            "invalid_request",
+            &InvalidField::new(
+                "key",
+                "is a ledger admin or service token, not a customer's API key; it was not sent to Unkey",
+            ),
+        ));
+    }
     let request = DebitBody::new(
         body.operation,
         body.quantity,

@@ -32,18 +32,21 @@ pub async fn list(
     key_id: &str,
     before: Option<i64>,
     limit: i64,
+    source_key_id: Option<&str>,
 ) -> Result<Vec<Entry>, sqlx::Error> {
     let rows: Vec<EntryRow> = sqlx::query_as(
         "SELECT id, key_id, pool, kind::text AS kind, amount, balance_after, grant_id, operation, debit_id,
                 reservation_id, adjustment_id, source_key_id, created_at, metadata
            FROM entries
           WHERE key_id = $1 AND ($2::bigint IS NULL OR id < $2)
+            AND ($4::text IS NULL OR source_key_id = $4)
           ORDER BY id DESC
           LIMIT $3",
     )
     .bind(key_id)
     .bind(before)
     .bind(limit)
+    .bind(source_key_id)
     .fetch_all(conn)
     .await?;
     rows.into_iter()

@@ -7,7 +7,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::alerts;
-use super::error::LedgerError;
+use super::error::{checked, LedgerError};
 use super::model::{Adjustment, AdjustmentOp};
 use super::order::draw;
 use super::pricing::PriceError;
@@ -40,12 +40,21 @@ pub fn adjust(
     let granted = state.granted(&pool, now)?;
     let available = state.available(&pool, now)?.unwrap_or(0);
     let delta = match request.op {
-        AdjustmentOp::Set => request.amount - available,
+        AdjustmentOp::Set => checked(request.amount.checked_sub(available), "the change")?,
         AdjustmentOp::Increment => request.amount,
         AdjustmentOp::Decrement => -request.amount,
     };
-    // A decrement takes credits out of grants; it cannot take what they do not have.
-    if granted.checked_add(delta).is_none_or(|left| left < 0) {
+    // An increment cannot take the pool past what a credit amount can hold; a decrement takes
+    // credits out of grants, and cannot take what they do not have.
+    let left = checked(
+        granted.checked_add(delta),
+        &format!("pool {pool} after this adjustment"),
+    )?;
+    checked(
+        available.checked_add(delta),
+        &format!("pool {pool} after this adjustment"),
+    )?;
+    if left < 0 {
         return Err(LedgerError::Unprocessable {
             code: "adjustment_exceeds_available",
             message: format!(

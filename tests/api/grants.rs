@@ -310,6 +310,27 @@ async fn adjustments_set_increment_and_decrement_the_pool() {
 }
 
 #[tokio::test]
+async fn an_increment_past_what_a_pool_can_hold_is_out_of_range() {
+    let app = spawn_app().await;
+    ready(&app, 100).await;
+    // A pool near the top of a credit amount's range (no API makes one; storage can).
+    sqlx::query(
+        "UPDATE grants SET amount = 9223372036854775000, remaining = 9223372036854775000 WHERE key_id = 'key_1'",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let before = app.snapshot().await;
+    let response = app
+        .post("/v1/accounts/key_1/adjustments")
+        .json(json!({"op": "increment", "amount": 1_000_000, "reason": "overflow"}))
+        .send()
+        .await;
+    response.assert_error(422, "amount_out_of_range");
+    assert_eq!(app.snapshot().await, before);
+}
+
+#[tokio::test]
 async fn adjustments_are_idempotent() {
     let app = spawn_app().await;
     ready(&app, 100).await;

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, spawn_app_with, TestApp, TestResponse, SERVICE};
+use crate::helpers::{spawn_app, spawn_app_with, TestApp, TestResponse, ADMIN, SERVICE};
 use crate::unkey_double::{Key, UnkeyDouble, ROOT_KEY};
 
 async fn setup(extra: &[(&str, &str)]) -> (TestApp, UnkeyDouble) {
@@ -339,6 +339,15 @@ async fn keys_of_a_customer_draw_from_its_shared_account_and_keep_their_own_usag
     let balance = app.get("/v1/me/balance").token("sk_a").send().await;
     assert_eq!(balance.body["key_id"], "org_1_pool");
     assert_eq!(balance.body["pools"][0]["available"], 50);
+    // And only its own entries.
+    for (key, key_id, amount) in [("sk_a", "key_a", -30), ("sk_b", "key_b", -20)] {
+        let entries = app.get("/v1/me/entries").token(key).send().await;
+        entries.assert_status(200);
+        let data = entries.body["data"].as_array().unwrap();
+        assert_eq!(data.len(), 1, "{key}: {}", entries.body);
+        assert_eq!(data[0]["source_key_id"], key_id);
+        assert_eq!(data[0]["amount"], amount);
+    }
     app.assert_audit_clean().await;
 }
 
@@ -527,6 +536,9 @@ async fn verify_validates_its_body_before_calling_unkey() {
         json!({"key": "sk", "operation": "search", "quantity": 0}),
         json!({"key": "sk"}),
         json!({"key": "sk", "operation": "search", "extra": 1}),
+        // A ledger token is never passed on to Unkey.
+        json!({"key": ADMIN, "operation": "search"}),
+        json!({"key": SERVICE, "operation": "search"}),
     ] {
         app.post("/v1/verify")
             .token(SERVICE)

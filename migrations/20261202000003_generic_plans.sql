@@ -41,7 +41,12 @@ BEGIN
             SELECT a.key_id FROM accounts a WHERE a.key_id = ANY (v_keys)
              ORDER BY a.key_id FOR UPDATE SKIP LOCKED) l;
     ELSIF p_lock THEN
-        PERFORM 1 FROM accounts a WHERE a.key_id = ANY (v_keys) ORDER BY a.key_id FOR UPDATE;
+        -- Only the accounts locked here are loaded: one created (and committed) after this
+        -- statement's snapshot, while it waited for another batch's locks, is not, since this
+        -- transaction does not hold its lock.
+        SELECT coalesce(array_agg(l.key_id), '{}') INTO v_keys FROM (
+            SELECT a.key_id FROM accounts a WHERE a.key_id = ANY (v_keys)
+             ORDER BY a.key_id FOR UPDATE) l;
     END IF;
     RETURN QUERY
     SELECT a.key_id, jsonb_build_object(
@@ -214,5 +219,6 @@ BEGIN
 END;
 $$;
 
--- Callers pass ledger_load_states its arrays directly (bound, or as literals beside BEGIN).
-DROP FUNCTION ledger_load(jsonb);
+-- Callers now pass ledger_load_states its arrays directly (bound, or as literals beside BEGIN).
+-- ledger_load(jsonb) stays for one release: replicas of the previous release, still running
+-- during a rolling deploy, call it for every write.

@@ -462,16 +462,16 @@ impl Ledger {
     }
 }
 
-/// A pooled connection inside a transaction the write path began by hand (BEGIN goes with the
-/// load, COMMIT with the persist). Dropped before the transaction ended (a panic, a cancelled
-/// future), the connection is closed, which aborts the transaction, rather than returned to the
-/// pool with its transaction and row locks open.
 /// A batch whose transaction has begun and holds its accounts' locks.
 pub(super) struct LoadedBatch {
     tx: OpenTransaction,
     states: Vec<AccountState>,
 }
 
+/// A pooled connection inside a transaction the write path began by hand (BEGIN goes with the
+/// load, COMMIT with the persist). Dropped before the transaction ended (a panic, a cancelled
+/// future), the connection is closed, which aborts the transaction, rather than returned to the
+/// pool with its transaction and row locks open.
 struct OpenTransaction {
     conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
     ended: bool,

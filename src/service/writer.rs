@@ -4,7 +4,8 @@
 //! then is each request answered.
 //!
 //! The queue is sharded by account, so each account has one writer per process and batches of
-//! one process never wait on each other; a hot account pays one lock, one grant update and one
+//! different shards never wait on each other's locks; a hot account pays one lock, one grant
+//! update and one
 //! commit per batch, not per command. A writer waits for the first command and then takes only
 //! what is already queued: at low load a batch is one command, and no timer adds latency.
 //!

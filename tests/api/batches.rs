@@ -179,3 +179,48 @@ async fn concurrent_requests_through_the_writer_are_exact() {
     assert_eq!(available(&app, "key_1").await, 1000 - 142 * 7);
     app.assert_audit_clean().await;
 }
+
+/// A batch waiting for one account's lock must not load an account created meanwhile: it does
+/// not hold that account's lock, so a change to it could be lost under a concurrent writer.
+#[tokio::test]
+async fn an_account_created_while_a_batch_waits_for_locks_is_not_loaded_unlocked() {
+    let app = spawn_app().await;
+    app.create_plan("pro", Some(100)).await;
+    app.create_account("key_a", "pro").await;
+    // Another transaction holds key_a.
+    let mut holder = app.db.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM accounts WHERE key_id = 'key_a' FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let ledger = app.ledger.clone();
+    let batch = tokio::spawn(async move {
+        ledger
+            .apply_batch(&[debit("key_a", 10, None), debit("key_b", 10, None)])
+            .await
+    });
+    // Wait until the batch is blocked on key_a's lock.
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+        )
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    app.create_account("key_b", "pro").await;
+    holder.commit().await.unwrap();
+    let (results, _) = batch.await.unwrap().unwrap();
+    assert!(matches!(&results[0], Ok(Answer::Debit(d)) if d.remaining == Some(90)));
+    assert!(
+        matches!(&results[1], Err(LedgerError::AccountNotFound(k)) if k.as_str() == "key_b"),
+        "{:?}",
+        results[1]
+    );
+    assert_eq!(available(&app, "key_b").await, 100);
+    app.assert_audit_clean().await;
+}

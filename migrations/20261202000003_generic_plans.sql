@@ -5,7 +5,9 @@
 --
 -- A generic plan cannot know that an array of ids is empty, so the load looks up reservations,
 -- debits and grants by id only when some were named; before, an empty list cost a scan of the
--- grants table on every load once the plan was generic.
+-- grants table on every load once the plan was generic. Nor does it know how long an account's
+-- history is: a named debit was found by scanning the account's debits (a plan that was cheap
+-- while the table was small), so every load grew slower as debits piled up.
 --
 -- A generic plan is made once per connection, possibly while a table is still nearly empty (a new
 -- deployment, before autovacuum's first ANALYZE), and a sequential scan chosen then would stay
@@ -48,6 +50,10 @@ BEGIN
             SELECT a.key_id FROM accounts a WHERE a.key_id = ANY (v_keys)
              ORDER BY a.key_id FOR UPDATE) l;
     END IF;
+    -- What only named ids bring in (a debit and its refunds, a reservation that is no longer
+    -- active) is read only when ids were named (CASE evaluates the subquery only then), and
+    -- each id is looked up by its account and itself, LATERAL and OFFSET 0 keeping the planner
+    -- to that unique-index probe: neither costs more as an account's history grows.
     RETURN QUERY
     SELECT a.key_id, jsonb_build_object(
         'account', to_jsonb(a),
@@ -65,25 +71,50 @@ BEGIN
                                     OR g.id = ANY (p_grants)
                                     OR g.id IN (SELECT (x->>'grant_id')::uuid
                                                   FROM reservations r, jsonb_array_elements(r.drawn) x
-                                                 WHERE r.key_id = a.key_id
-                                                   AND (r.status = 'active' OR r.id = ANY (p_reservations)))
-                                    OR g.id IN (SELECT (x->>'grant_id')::uuid
-                                                  FROM debits d, jsonb_array_elements(d.drawn) x
-                                                 WHERE d.key_id = a.key_id AND d.id = ANY (p_debits)))),
+                                                 WHERE r.key_id = a.key_id AND r.status = 'active')
+                                    OR (cardinality(p_reservations) > 0
+                                        AND g.id IN (SELECT (x->>'grant_id')::uuid
+                                                       FROM unnest(p_reservations) u (id),
+                                                            LATERAL (SELECT r.drawn FROM reservations r
+                                                                      WHERE r.key_id = a.key_id AND r.id = u.id
+                                                                     OFFSET 0) r,
+                                                            jsonb_array_elements(r.drawn) x))
+                                    OR (cardinality(p_debits) > 0
+                                        AND g.id IN (SELECT (x->>'grant_id')::uuid
+                                                       FROM unnest(p_debits) u (id),
+                                                            LATERAL (SELECT d.drawn FROM debits d
+                                                                      WHERE d.key_id = a.key_id AND d.id = u.id
+                                                                     OFFSET 0) d,
+                                                            jsonb_array_elements(d.drawn) x)))),
                            '[]'),
         'reservations', coalesce((SELECT jsonb_agg(to_jsonb(r)) FROM reservations r
-                                   WHERE r.key_id = a.key_id
-                                     AND (r.status = 'active' OR r.id = ANY (p_reservations))), '[]'),
-        'debits', coalesce((SELECT jsonb_agg(to_jsonb(d)) FROM debits d
-                             WHERE d.key_id = a.key_id AND d.id = ANY (p_debits)), '[]'),
-        'refunds', coalesce((SELECT jsonb_agg(to_jsonb(f)) FROM refunds f
-                              WHERE f.key_id = a.key_id AND f.debit_id = ANY (p_debits)), '[]'),
-        'idempotency', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                   WHERE r.key_id = a.key_id AND r.status = 'active'), '[]')
+                        || CASE WHEN cardinality(p_reservations) = 0 THEN '[]'::jsonb ELSE
+                           coalesce((SELECT jsonb_agg(to_jsonb(r))
+                                       FROM (SELECT DISTINCT unnest(p_reservations) AS id) u,
+                                            LATERAL (SELECT r.* FROM reservations r
+                                                      WHERE r.key_id = a.key_id AND r.id = u.id
+                                                     OFFSET 0) r
+                                      WHERE r.status <> 'active'), '[]') END,
+        'debits', CASE WHEN cardinality(p_debits) = 0 THEN '[]'::jsonb ELSE
+                  coalesce((SELECT jsonb_agg(to_jsonb(d))
+                              FROM (SELECT DISTINCT unnest(p_debits) AS id) u,
+                                   LATERAL (SELECT d.* FROM debits d
+                                             WHERE d.key_id = a.key_id AND d.id = u.id
+                                            OFFSET 0) d), '[]') END,
+        'refunds', CASE WHEN cardinality(p_debits) = 0 THEN '[]'::jsonb ELSE
+                   coalesce((SELECT jsonb_agg(to_jsonb(f))
+                               FROM (SELECT DISTINCT unnest(p_debits) AS id) u,
+                                    LATERAL (SELECT f.* FROM refunds f
+                                              WHERE f.key_id = a.key_id AND f.debit_id = u.id
+                                             OFFSET 0) f), '[]') END,
+        'idempotency', CASE WHEN cardinality(p_idempotency_keys) = 0 THEN '[]'::jsonb ELSE
+                       coalesce((SELECT jsonb_agg(jsonb_build_object(
                                           'key', i.key, 'request_hash', i.request_hash,
                                           'response', i.response, 'created_at', i.created_at))
                                    FROM idempotency_keys i
                                   WHERE i.scope = a.key_id AND i.key = ANY (p_idempotency_keys)
-                                    AND i.status > 0), '[]'),
+                                    AND i.status > 0), '[]') END,
         'alerts', coalesce((SELECT jsonb_agg(to_jsonb(pa)) FROM pool_alerts pa
                              WHERE pa.key_id = a.key_id AND pa.period_start = a.period_start), '[]'))
       FROM accounts a

@@ -3,8 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 use crate::api::{self, auth::Tokens};
 use crate::config::Config;
@@ -20,6 +26,10 @@ pub struct AppState {
     pub ledger: Ledger,
     pub tokens: Arc<Tokens>,
     pub request_timeout: Duration,
+    /// How long a client may take to send a request's headers.
+    pub header_timeout: Duration,
+    /// After shutdown begins, how long requests in flight may take.
+    pub shutdown_grace: Duration,
     /// The Unkey gate; `None` without `UNKEY_ROOT_KEY`.
     pub gate: Option<Arc<Gate>>,
     pub webhooks: Webhooks,
@@ -50,6 +60,8 @@ impl AppState {
             ledger: Ledger::with_writers(db, clock, config.writers, config.write_batch),
             tokens: Arc::new(Tokens::new(&config.admin_tokens, &config.service_tokens)),
             request_timeout: config.request_timeout,
+            header_timeout: config.header_timeout,
+            shutdown_grace: config.shutdown_grace,
             gate,
         })
     }
@@ -59,13 +71,69 @@ pub fn router(state: AppState) -> axum::Router {
     api::router(state)
 }
 
-/// Serves until `shutdown` is cancelled, then finishes the requests in flight.
+/// Serves until `shutdown` is cancelled, then stops accepting connections and finishes the
+/// requests in flight, for at most the state's `shutdown_grace`; connections still open then
+/// (a client that never finishes its request, a slow reader) are closed. A client that takes
+/// longer than `header_timeout` to send a request's headers has its connection closed, so a
+/// half-sent request holds nothing open for long.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    let (header_timeout, grace) = (state.header_timeout, state.shutdown_grace);
+    let app = router(state);
+    let mut builder = conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        // Forget the connections that have ended.
+        while connections.try_join_next().is_some() {}
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::warn!(error = %err, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(
+            app.clone()
+                .map_request(|req: axum::http::Request<Incoming>| req.map(axum::body::Body::new)),
+        );
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        connections.spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
         .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            open = connections.len(),
+            "connections still open after the shutdown grace period; closing them"
+        );
+        // A request cut off here may still commit if its batch had begun; retried with its
+        // Idempotency-Key, it is answered from the stored result.
+        connections.abort_all();
+    }
+    while connections.join_next().await.is_some() {}
+    Ok(())
 }

@@ -35,6 +35,11 @@ pub struct Config {
     pub write_batch: usize,
     /// `LEDGER_REQUEST_TIMEOUT_SECS`
     pub request_timeout: Duration,
+    /// `LEDGER_HEADER_TIMEOUT_SECS`: how long a client may take to send a request's headers.
+    pub header_timeout: Duration,
+    /// `LEDGER_SHUTDOWN_GRACE_SECS`: after a shutdown signal, how long requests in flight may
+    /// take before the connections still open are closed.
+    pub shutdown_grace: Duration,
     /// `LEDGER_LOG_FORMAT`: `text` or `json`
     pub log_format: LogFormat,
     /// `LEDGER_SCHEDULE`: when the maintenance job runs (cron with seconds)
@@ -65,6 +70,8 @@ impl std::fmt::Debug for Config {
             .field("writers", &self.writers)
             .field("write_batch", &self.write_batch)
             .field("request_timeout", &self.request_timeout)
+            .field("header_timeout", &self.header_timeout)
+            .field("shutdown_grace", &self.shutdown_grace)
             .field("log_format", &self.log_format)
             .field("schedule", &self.schedule)
             .field(
@@ -166,6 +173,18 @@ impl Config {
                 30,
                 |n| (1..=3600).contains(n),
             )?),
+            header_timeout: Duration::from_secs(number(
+                "LEDGER_HEADER_TIMEOUT_SECS",
+                lookup("LEDGER_HEADER_TIMEOUT_SECS"),
+                10,
+                |n| (1..=300).contains(n),
+            )?),
+            shutdown_grace: Duration::from_secs(number(
+                "LEDGER_SHUTDOWN_GRACE_SECS",
+                lookup("LEDGER_SHUTDOWN_GRACE_SECS"),
+                10,
+                |n| (1..=600).contains(n),
+            )?),
             log_format,
             schedule: lookup("LEDGER_SCHEDULE").unwrap_or_else(|| DEFAULT_SCHEDULE.to_owned()),
             unkey: match lookup("UNKEY_ROOT_KEY") {
@@ -261,6 +280,10 @@ mod tests {
         assert_eq!(config.db_max_connections, 20);
         assert_eq!((config.writers, config.write_batch), (2, 256));
         assert_eq!(config.request_timeout, Duration::from_secs(30));
+        assert_eq!(
+            (config.header_timeout, config.shutdown_grace),
+            (Duration::from_secs(10), Duration::from_secs(10))
+        );
         assert_eq!(config.log_format, LogFormat::Text);
         assert_eq!(config.schedule, DEFAULT_SCHEDULE);
         assert!(config.unkey.is_none());

@@ -137,6 +137,7 @@ pub struct TestApp {
     pub db: Arc<TestDb>,
     pub clock: TestClock,
     shutdown: CancellationToken,
+    server: Mutex<Option<tokio::task::JoinHandle<std::io::Result<()>>>>,
 }
 
 impl Drop for TestApp {
@@ -197,8 +198,9 @@ async fn spawn_configured(db: Arc<TestDb>, settings: &[(&str, &str)]) -> TestApp
         .expect("bind");
     let address = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
-    tokio::spawn(app::serve(listener, state, shutdown.clone()));
+    let server = tokio::spawn(app::serve(listener, state, shutdown.clone()));
     TestApp {
+        server: Mutex::new(Some(server)),
         address,
         ledger,
         webhooks,
@@ -359,6 +361,15 @@ impl<'a> Call<'a> {
 }
 
 impl TestApp {
+    /// Begins shutdown, as SIGTERM does, and waits until the server loop has ended.
+    pub async fn stop(&self) {
+        self.shutdown.cancel();
+        let server = self.server.lock().unwrap().take();
+        if let Some(server) = server {
+            server.await.expect("server task").expect("server loop");
+        }
+    }
+
     /// The instance's webhook worker, for driving delivery passes directly.
     pub fn webhooks(&self) -> &credit_ledger::webhooks::Webhooks {
         &self.webhooks

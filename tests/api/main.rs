@@ -17,6 +17,7 @@ mod periods;
 mod plans;
 mod reservations;
 mod schema;
+mod shutdown;
 mod unkey_double;
 mod validation;
 mod verify;

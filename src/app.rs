@@ -21,6 +21,9 @@ use crate::service::Ledger;
 use crate::webhooks::Webhooks;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+/// How long `/readyz` waits for the database before it answers not ready.
+pub const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[derive(Clone)]
 pub struct AppState {
     pub ledger: Ledger,
@@ -34,6 +37,8 @@ pub struct AppState {
     pub gate: Option<Arc<Gate>>,
     pub webhooks: Webhooks,
     pub metrics: PrometheusHandle,
+    /// One connection of its own for `/readyz`, so that the check never queues behind traffic.
+    pub readiness: sqlx::PgPool,
 }
 
 impl AppState {
@@ -54,7 +59,12 @@ impl AppState {
             .transpose()?;
         let webhooks = Webhooks::new(db.clone(), clock.clone(), config.webhook_retry.clone())
             .map_err(|e| format!("cannot build the webhook client: {e}"))?;
+        let readiness = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(READINESS_TIMEOUT)
+            .connect_lazy_with((*db.connect_options()).clone());
         Ok(AppState {
+            readiness,
             webhooks,
             metrics: crate::telemetry::handle(),
             ledger: Ledger::with_writers(db, clock, config.writers, config.write_batch),

@@ -29,6 +29,9 @@ pub struct Config {
     pub service_tokens: Vec<String>,
     /// `LEDGER_DB_MAX_CONNECTIONS`
     pub db_max_connections: u32,
+    /// `LEDGER_DB_LOCK_TIMEOUT_MS` and `LEDGER_DB_STATEMENT_TIMEOUT_MS`: the serving pool's
+    /// `lock_timeout` and `statement_timeout`.
+    pub db_timeouts: crate::db::Timeouts,
     /// `LEDGER_WRITERS`: writer tasks, each with its shard of the accounts (1 to 64).
     pub writers: usize,
     /// `LEDGER_WRITE_BATCH`: the most commands one writer transaction takes (1 to 10000).
@@ -67,6 +70,7 @@ impl std::fmt::Debug for Config {
             .field("admin_tokens", &self.admin_tokens.len())
             .field("service_tokens", &self.service_tokens.len())
             .field("db_max_connections", &self.db_max_connections)
+            .field("db_timeouts", &self.db_timeouts)
             .field("writers", &self.writers)
             .field("write_batch", &self.write_batch)
             .field("request_timeout", &self.request_timeout)
@@ -158,6 +162,20 @@ impl Config {
                 20,
                 |n| (1..=1000).contains(n),
             )?,
+            db_timeouts: crate::db::Timeouts {
+                lock: Duration::from_millis(number(
+                    "LEDGER_DB_LOCK_TIMEOUT_MS",
+                    lookup("LEDGER_DB_LOCK_TIMEOUT_MS"),
+                    2000,
+                    |n| (10..=600_000).contains(n),
+                )?),
+                statement: Duration::from_millis(number(
+                    "LEDGER_DB_STATEMENT_TIMEOUT_MS",
+                    lookup("LEDGER_DB_STATEMENT_TIMEOUT_MS"),
+                    10_000,
+                    |n| (100..=3_600_000).contains(n),
+                )?),
+            },
             writers: number("LEDGER_WRITERS", lookup("LEDGER_WRITERS"), 2, |n| {
                 (1..=64).contains(n)
             })?,
@@ -280,6 +298,13 @@ mod tests {
         assert_eq!(config.db_max_connections, 20);
         assert_eq!((config.writers, config.write_batch), (2, 256));
         assert_eq!(config.request_timeout, Duration::from_secs(30));
+        assert_eq!(
+            config.db_timeouts,
+            crate::db::Timeouts {
+                lock: Duration::from_millis(2000),
+                statement: Duration::from_secs(10)
+            }
+        );
         assert_eq!(
             (config.header_timeout, config.shutdown_grace),
             (Duration::from_secs(10), Duration::from_secs(10))

@@ -283,6 +283,14 @@ impl ApiError {
             )
         };
         match err {
+            err if err.is_timeout() => {
+                tracing::warn!(error = %err, "database timeout");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_timeout",
+                    "the database did not finish in time (an account stayed locked, or a statement ran too long); nothing was applied; retry with the same Idempotency-Key",
+                )
+            }
             ServiceError::Database(db) if is_unavailable(db) => {
                 tracing::warn!(error = %db, "database unavailable");
                 unavailable()

@@ -69,7 +69,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run(command: Command, config: Config) -> Result<ExitCode, String> {
-    let pool = db::connect(&config.database_url, config.db_max_connections)
+    // Migrations and the audit run without the serving pool's statement timeout.
+    let pool = db::connect(&config.database_url, config.db_max_connections, None)
         .await
         .map_err(|e| e.to_string())?;
     db::migrate(&config.database_url, &pool)
@@ -80,7 +81,17 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, String> {
             tracing::info!("migrations applied");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve => serve(config, pool).await.map(|()| ExitCode::SUCCESS),
+        Command::Serve => {
+            pool.close().await;
+            let pool = db::open_pool(
+                &config.database_url,
+                config.db_max_connections,
+                Some(config.db_timeouts),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            serve(config, pool).await.map(|()| ExitCode::SUCCESS)
+        }
         Command::Audit => audit(pool).await,
         Command::Openapi => Ok(ExitCode::SUCCESS),
     }

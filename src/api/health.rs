@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::app::AppState;
+use crate::app::{AppState, READINESS_TIMEOUT};
 use crate::db;
 
 pub async fn healthz() -> Json<Value> {
@@ -13,11 +13,16 @@ pub async fn healthz() -> Json<Value> {
 }
 
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    // Its own connection and its own deadline: a pool busy with traffic is not a database
+    // that cannot be reached.
     let check = async {
-        let mut conn = state.ledger.db().acquire().await?;
+        let mut conn = state.readiness.acquire().await?;
         db::migrations_applied(&mut conn).await
     };
-    match check.await {
+    let outcome = tokio::time::timeout(READINESS_TIMEOUT, check)
+        .await
+        .unwrap_or(Err(sqlx::Error::PoolTimedOut));
+    match outcome {
         Ok(true) => (
             StatusCode::OK,
             Json(json!({"status": "ready", "database": "ok", "migrations": "applied"})),

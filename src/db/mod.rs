@@ -55,10 +55,42 @@ pub fn redact_url(url: &str) -> String {
 /// A pooled connection idle this long is pinged before use.
 const IDLE_PING: Duration = Duration::from_secs(1);
 
+/// Limits every statement of the serving pool is run under (`lock_timeout`,
+/// `statement_timeout`), so that one locked account or one slow statement cannot hold a
+/// connection, and the request waiting on it, indefinitely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub lock: Duration,
+    pub statement: Duration,
+}
+
 /// Connects to the database named by `url`, creating the database first if it is missing.
-pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, SetupError> {
+pub async fn connect(
+    url: &str,
+    max_connections: u32,
+    timeouts: Option<Timeouts>,
+) -> Result<PgPool, SetupError> {
     let options = PgConnectOptions::from_str(url).map_err(SetupError::BadUrl)?;
     ensure_database(url, &options).await?;
+    open_pool(url, max_connections, timeouts).await
+}
+
+/// A pool on the database named by `url`, its connections under `timeouts` if given.
+pub async fn open_pool(
+    url: &str,
+    max_connections: u32,
+    timeouts: Option<Timeouts>,
+) -> Result<PgPool, SetupError> {
+    let mut options = PgConnectOptions::from_str(url).map_err(SetupError::BadUrl)?;
+    if let Some(t) = timeouts {
+        options = options.options([
+            ("lock_timeout", format!("{}ms", t.lock.as_millis())),
+            (
+                "statement_timeout",
+                format!("{}ms", t.statement.as_millis()),
+            ),
+        ]);
+    }
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))

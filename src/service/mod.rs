@@ -48,6 +48,20 @@ pub enum ServiceError {
     Unavailable(String),
 }
 
+impl ServiceError {
+    /// Whether the database gave up waiting: `lock_timeout` (55P03) or `statement_timeout`
+    /// (57014). Nothing of the transaction applied.
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            ServiceError::Database(sqlx::Error::Database(db)) => {
+                matches!(db.code().as_deref(), Some("55P03") | Some("57014"))
+            }
+            ServiceError::Batch(inner) => inner.is_timeout(),
+            _ => false,
+        }
+    }
+}
+
 impl From<db::state::PersistError> for ServiceError {
     fn from(err: db::state::PersistError) -> Self {
         match err {

@@ -43,6 +43,8 @@ const REMEMBER_RESERVATION: std::time::Duration = std::time::Duration::from_secs
 
 struct Job {
     target: Target,
+    /// What the job's account is known by here: its key, or the id it is named through.
+    group: String,
     request: Request,
     reply: oneshot::Sender<Result<Answer, ServiceError>>,
 }
@@ -73,16 +75,22 @@ impl Writer {
         }
     }
 
-    fn shard_of(&self, target: &Target) -> usize {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    /// The account's key if known here (by key, or through a reservation this process made),
+    /// else the id the command names it by.
+    fn group_of(&self, target: &Target) -> String {
         match target {
-            Target::Account(key) => key.hash(&mut hasher),
+            Target::Account(key) => key.to_string(),
             Target::Reservation(id) => match self.reservations.get(id) {
-                Some(key) => key.hash(&mut hasher),
-                None => id.hash(&mut hasher),
+                Some(key) => key.to_string(),
+                None => id.to_string(),
             },
-            Target::Debit(id) | Target::Grant(id) => id.hash(&mut hasher),
+            Target::Debit(id) | Target::Grant(id) => id.to_string(),
         }
+    }
+
+    fn shard_of(&self, group: &str) -> usize {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        group.hash(&mut hasher);
         (hasher.finish() % self.shards.len() as u64) as usize
     }
 
@@ -92,7 +100,8 @@ impl Writer {
         target: Target,
         request: Request,
     ) -> Result<Answer, ServiceError> {
-        let shard = self.shard_of(&target);
+        let group = self.group_of(&target);
+        let shard = self.shard_of(&group);
         let key = match &target {
             Target::Account(key) => Some(key.clone()),
             _ => None,
@@ -101,6 +110,7 @@ impl Writer {
         self.shards[shard]
             .send(Job {
                 target,
+                group,
                 request,
                 reply,
             })
@@ -132,19 +142,24 @@ async fn run_shard(ledger: Ledger, mut queue: mpsc::Receiver<Job>, max_batch: us
             }
         }
         // A caller that has gone (its request timed out) gets no effect it cannot learn of.
-        let (work, replies): (Vec<(Target, Request)>, Vec<_>) = jobs
-            .drain(..)
-            .filter(|job| !job.reply.is_closed())
-            .map(|job| ((job.target, job.request), job.reply))
-            .unzip();
-        if work.is_empty() {
+        jobs.retain(|job| !job.reply.is_closed());
+        if jobs.is_empty() {
             continue;
         }
-        metrics::histogram!("write_batch_size").record(work.len() as f64);
+        metrics::histogram!("write_batch_size").record(jobs.len() as f64);
+        let (groups, work, replies) = split(jobs.drain(..));
         // The load takes the batch's locks before the next batch's load asks for them, so an
         // account's commands apply in arrival order; the rest of the batch runs beside the next.
         let batch = match ledger.load_batch(&work).await {
             Ok(batch) => batch,
+            Err(err) if err.is_timeout() && distinct(&groups) > 1 => {
+                // One account stayed locked past lock_timeout (held elsewhere): rather than fail
+                // its neighbours with it, run each account's commands on their own, in order.
+                // Only the stuck account's wait for its lock is paid again.
+                drop(slot);
+                one_account_at_a_time(&ledger, groups, work, replies).await;
+                continue;
+            }
             Err(err) => {
                 fail(replies, err);
                 continue;
@@ -153,11 +168,7 @@ async fn run_shard(ledger: Ledger, mut queue: mpsc::Receiver<Job>, max_batch: us
         let ledger = ledger.clone();
         tokio::spawn(async move {
             match ledger.finish_batch(batch, &work).await {
-                Ok((results, _)) => {
-                    for (reply, result) in replies.into_iter().zip(results) {
-                        let _ = reply.send(result.map_err(ServiceError::from));
-                    }
-                }
+                Ok((results, _)) => answer(replies, results),
                 Err(err) => fail(replies, err),
             }
             drop(slot);
@@ -165,9 +176,67 @@ async fn run_shard(ledger: Ledger, mut queue: mpsc::Receiver<Job>, max_batch: us
     }
 }
 
+type Reply = oneshot::Sender<Result<Answer, ServiceError>>;
+/// One account's commands, with where to answer each.
+type Group = (Vec<(Target, Request)>, Vec<Reply>);
+
+fn split(jobs: impl Iterator<Item = Job>) -> (Vec<String>, Vec<(Target, Request)>, Vec<Reply>) {
+    let mut groups = Vec::new();
+    let mut work = Vec::new();
+    let mut replies = Vec::new();
+    for job in jobs {
+        groups.push(job.group);
+        work.push((job.target, job.request));
+        replies.push(job.reply);
+    }
+    (groups, work, replies)
+}
+
+fn distinct(groups: &[String]) -> usize {
+    groups
+        .iter()
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+}
+
+/// Runs the commands of each account as a batch of their own, the accounts in the order of
+/// their first command, before the shard takes anything else.
+async fn one_account_at_a_time(
+    ledger: &Ledger,
+    groups: Vec<String>,
+    work: Vec<(Target, Request)>,
+    replies: Vec<Reply>,
+) {
+    let mut order: Vec<String> = Vec::new();
+    let mut by_group: std::collections::HashMap<String, Group> = std::collections::HashMap::new();
+    for ((group, job), reply) in groups.into_iter().zip(work).zip(replies) {
+        let entry = by_group.entry(group.clone()).or_insert_with(|| {
+            order.push(group);
+            (Vec::new(), Vec::new())
+        });
+        entry.0.push(job);
+        entry.1.push(reply);
+    }
+    for group in order {
+        let Some((work, replies)) = by_group.remove(&group) else {
+            continue;
+        };
+        match ledger.apply_batch(&work).await {
+            Ok((results, _)) => answer(replies, results),
+            Err(err) => fail(replies, err),
+        }
+    }
+}
+
+fn answer(replies: Vec<Reply>, results: Vec<Result<Answer, crate::ledger::LedgerError>>) {
+    for (reply, result) in replies.into_iter().zip(results) {
+        let _ = reply.send(result.map_err(ServiceError::from));
+    }
+}
+
 /// The transaction failed: nothing of the batch applied. Each request may be retried with its
 /// Idempotency-Key.
-fn fail(replies: Vec<oneshot::Sender<Result<Answer, ServiceError>>>, err: ServiceError) {
+fn fail(replies: Vec<Reply>, err: ServiceError) {
     let err = Arc::new(err);
     for reply in replies {
         let _ = reply.send(Err(ServiceError::Batch(err.clone())));

@@ -184,9 +184,7 @@ async fn spawn_configured(db: Arc<TestDb>, settings: &[(&str, &str)]) -> TestApp
     })
     .expect("test config");
     // Each instance has its own pool, as a separate process would.
-    let pool = PgPoolOptions::new()
-        .max_connections(10)
-        .connect(&db.url)
+    let pool = credit_ledger::db::open_pool(&db.url, 10, Some(config.db_timeouts))
         .await
         .expect("instance pool");
     let clock = TestClock::default();

@@ -57,3 +57,59 @@ async fn shutdown_does_not_wait_for_a_half_open_connection_beyond_its_grace() {
     assert!(took < Duration::from_secs(4), "shutdown took {took:?}");
     closed_within(&mut stream, Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn one_locked_account_fails_alone_and_fast_while_its_neighbours_are_served() {
+    let app = spawn_app_with(&[
+        ("LEDGER_DB_LOCK_TIMEOUT_MS", "300"),
+        // One writer: the stuck account and its neighbour share every batch.
+        ("LEDGER_WRITERS", "1"),
+    ])
+    .await;
+    app.create_plan("pro", Some(1000)).await;
+    app.create_account("key_stuck", "pro").await;
+    app.create_account("key_ok", "pro").await;
+    // Something else holds key_stuck's row.
+    let mut holder = app.db.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM accounts WHERE key_id = 'key_stuck' FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let debits = (0..40).map(|i| {
+        let key = if i % 2 == 0 { "key_stuck" } else { "key_ok" };
+        let app = &app;
+        async move {
+            (
+                key,
+                app.debit(key, serde_json::json!({"operation": "search"}))
+                    .await,
+            )
+        }
+    });
+    let answers = futures::future::join_all(debits).await;
+    let took = started.elapsed();
+    for (key, response) in &answers {
+        if *key == "key_ok" {
+            response.assert_status(201);
+        } else {
+            response.assert_error(503, "database_timeout");
+        }
+    }
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    // Readiness has its own connection: a pool busy with traffic is not a database down.
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        held.push(app.ledger.db().acquire().await.unwrap());
+    }
+    app.get("/readyz")
+        .no_token()
+        .send()
+        .await
+        .assert_status(200);
+    drop(held);
+    holder.rollback().await.unwrap();
+    assert_eq!(app.available("key_ok", "credits").await, Some(980));
+    assert_eq!(app.available("key_stuck", "credits").await, Some(1000));
+    app.assert_audit_clean().await;
+}

@@ -57,8 +57,13 @@ impl AppState {
                     .map_err(|e| format!("cannot build the Unkey client: {e}"))
             })
             .transpose()?;
-        let webhooks = Webhooks::new(db.clone(), clock.clone(), config.webhook_retry.clone())
-            .map_err(|e| format!("cannot build the webhook client: {e}"))?;
+        let webhooks = Webhooks::new(
+            db.clone(),
+            clock.clone(),
+            config.webhook_retry.clone(),
+            config.webhook_allow_private,
+        )
+        .map_err(|e| format!("cannot build the webhook client: {e}"))?;
         let readiness = sqlx::postgres::PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(READINESS_TIMEOUT)

@@ -57,6 +57,9 @@ pub struct Config {
     pub key_cache: Duration,
     /// `LEDGER_WEBHOOK_RETRY_SECONDS`: the delays before each retry of a failed webhook delivery.
     pub webhook_retry: Vec<Duration>,
+    /// `LEDGER_WEBHOOK_ALLOW_PRIVATE_NETWORKS`: webhook endpoints may be on loopback, private or
+    /// link-local addresses (default false).
+    pub webhook_allow_private: bool,
     /// `LEDGER_WEBHOOK_POLL_MS`: how often the delivery worker looks for due deliveries.
     pub webhook_poll: Duration,
 }
@@ -235,6 +238,16 @@ impl Config {
                 }),
             },
             default_plan: lookup("LEDGER_DEFAULT_PLAN"),
+            webhook_allow_private: match lookup("LEDGER_WEBHOOK_ALLOW_PRIVATE_NETWORKS").as_deref() {
+                None | Some("false") | Some("0") => false,
+                Some("true") | Some("1") => true,
+                Some(other) => {
+                    return Err(ConfigError {
+                        name: "LEDGER_WEBHOOK_ALLOW_PRIVATE_NETWORKS",
+                        reason: format!("{other:?} is neither true nor false"),
+                    })
+                }
+            },
             webhook_retry: match lookup("LEDGER_WEBHOOK_RETRY_SECONDS") {
                 None => crate::webhooks::DEFAULT_RETRY_SECONDS
                     .iter()

@@ -62,6 +62,9 @@ pub async fn create(
                 "must be an absolute http(s) URL of at most 2048 characters",
             )
         })?;
+    if let Some(reason) = crate::webhooks::guard::refuse(&url, state.webhooks.allow_private()) {
+        return Err(field("url", reason));
+    }
     let mut types = Vec::with_capacity(body.events.len());
     for (i, event) in body.events.iter().enumerate() {
         if !events::ALL.contains(&event.as_str()) {

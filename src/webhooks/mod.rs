@@ -3,6 +3,7 @@
 //! exponential backoff. Safe with several processes: attempts are claimed with
 //! `FOR UPDATE SKIP LOCKED` and a lease, so no attempt is made twice.
 
+pub mod guard;
 pub mod sign;
 
 use std::time::Duration;
@@ -98,6 +99,8 @@ pub struct Webhooks {
     http: reqwest::Client,
     clock: Clock,
     retry: Vec<Duration>,
+    /// `LEDGER_WEBHOOK_ALLOW_PRIVATE_NETWORKS`: endpoints may be on loopback or private networks.
+    allow_private: bool,
 }
 
 impl std::fmt::Debug for Webhooks {
@@ -113,20 +116,30 @@ fn ledger_err(err: sqlx::Error) -> ServiceError {
 }
 
 impl Webhooks {
-    pub fn new(db: PgPool, clock: Clock, retry: Vec<Duration>) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+    pub fn new(
+        db: PgPool,
+        clock: Clock,
+        retry: Vec<Duration>,
+        allow_private: bool,
+    ) -> Result<Self, reqwest::Error> {
+        let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10))
+            // A redirect could lead anywhere, inside included: a 3xx is the endpoint's answer.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!(
                 "credit-ledger-webhooks/",
                 env!("CARGO_PKG_VERSION")
-            ))
-            .build()?;
+            ));
+        if !allow_private {
+            http = http.dns_resolver(std::sync::Arc::new(guard::PublicOnly));
+        }
         Ok(Webhooks {
             db,
-            http,
+            http: http.build()?,
             clock,
             retry,
+            allow_private,
         })
     }
 
@@ -276,9 +289,15 @@ impl Webhooks {
         let id = c.event_id.to_string();
         let signature =
             sign::sign(&c.secret, &id, timestamp, &body).map_err(|e| (None, e.to_string()))?;
+        // Checked again at delivery: the endpoint may predate the rule or the setting.
+        let url =
+            reqwest::Url::parse(&c.url).map_err(|_| (None, "the URL is not valid".to_owned()))?;
+        if let Some(reason) = guard::refuse(&url, self.allow_private) {
+            return Err((None, format!("not sent: the URL {reason}")));
+        }
         let response = self
             .http
-            .post(&c.url)
+            .post(url)
             .header("content-type", "application/json")
             .header("webhook-id", &id)
             .header("webhook-timestamp", timestamp.to_string())
@@ -302,6 +321,11 @@ impl Webhooks {
         } else {
             Err((Some(code), format!("the endpoint answered HTTP {code}")))
         }
+    }
+
+    /// Whether endpoints may be on loopback or private networks.
+    pub fn allow_private(&self) -> bool {
+        self.allow_private
     }
 
     /// Runs the worker until `shutdown`, a pass every `poll`.

@@ -156,6 +156,11 @@ pub async fn spawn_app_on(db: Arc<TestDb>) -> TestApp {
     spawn_configured(db, &[]).await
 }
 
+/// Another instance on the same database, with settings of its own.
+pub async fn spawn_app_on_with(db: Arc<TestDb>, settings: &[(&str, &str)]) -> TestApp {
+    spawn_configured(db, settings).await
+}
+
 /// The service with settings of the test's own (e.g. `UNKEY_BASE_URL`).
 pub async fn spawn_app_with(settings: &[(&str, &str)]) -> TestApp {
     let db = Arc::new(TestDb::new().await);
@@ -179,6 +184,8 @@ async fn spawn_configured(db: Arc<TestDb>, settings: &[(&str, &str)]) -> TestApp
             "DATABASE_URL" => Some(db.url.clone()),
             "LEDGER_ADMIN_TOKENS" => Some(ADMIN.to_owned()),
             "LEDGER_SERVICE_TOKENS" => Some(SERVICE.to_owned()),
+            // Tests' webhook receivers listen on loopback.
+            "LEDGER_WEBHOOK_ALLOW_PRIVATE_NETWORKS" => Some("true".to_owned()),
             _ => None,
         }
     })

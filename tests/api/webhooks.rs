@@ -16,7 +16,9 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{spawn_app, spawn_app_on, TestApp, SERVICE};
+use crate::helpers::{
+    spawn_app, spawn_app_on, spawn_app_on_with, spawn_app_with, TestApp, SERVICE,
+};
 
 /// A webhook receiver that checks every signature itself and can fail the first N calls.
 struct Receiver {
@@ -510,4 +512,88 @@ async fn metrics_are_served_in_prometheus_text() {
     ] {
         assert!(text.contains(name), "{name} in:\n{text}");
     }
+}
+
+const NO_PRIVATE: (&str, &str) = ("LEDGER_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "false");
+
+#[tokio::test]
+async fn endpoints_inside_the_network_or_with_credentials_are_refused() {
+    let app = spawn_app_with(&[NO_PRIVATE]).await;
+    for url in [
+        "http://127.0.0.1:5432/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]:22/",
+        "http://0x7f000001/",
+        "http://10.1.2.3/hook",
+        "http://localhost:9/hook",
+        "https://user:secret@hooks.example.com/x",
+    ] {
+        let response = app
+            .post("/v1/webhook-endpoints")
+            .json(json!({"url": url}))
+            .send()
+            .await;
+        response.assert_error(422, "invalid_request");
+        assert_eq!(response.body["error"]["details"]["field"], "url", "{url}");
+    }
+    assert_eq!(app.count("webhook_endpoints").await, 0);
+    // Credentials are refused even where private networks are allowed.
+    let allowed = spawn_app().await;
+    allowed
+        .post("/v1/webhook-endpoints")
+        .json(json!({"url": "http://u:p@127.0.0.1:9/hook"}))
+        .send()
+        .await
+        .assert_error(422, "invalid_request");
+}
+
+#[tokio::test]
+async fn an_inside_endpoint_is_not_called_where_private_networks_are_off() {
+    let app = spawn_app().await;
+    plan_100(&app).await;
+    let receiver = Receiver::start().await;
+    subscribe(&app, &receiver, json!([])).await;
+    app.debit("key_1", json!({"cost": 85}))
+        .await
+        .assert_status(201);
+    // An instance that does not allow private networks delivers.
+    let strict = spawn_app_on_with(app.db.clone(), &[NO_PRIVATE]).await;
+    assert_eq!(strict.webhooks().deliver_due(10).await.unwrap(), 1);
+    assert_eq!(receiver.state.calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed() {
+    let app = spawn_app().await;
+    plan_100(&app).await;
+    let target = Receiver::start().await;
+    let location = target.url.clone();
+    let redirector = Router::new().route(
+        "/hook",
+        post(move || {
+            let location = location.clone();
+            async move { (StatusCode::TEMPORARY_REDIRECT, [("location", location)]) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, redirector).await });
+    let created = app
+        .post("/v1/webhook-endpoints")
+        .json(json!({"url": url}))
+        .send()
+        .await;
+    created.assert_status(201);
+    app.debit("key_1", json!({"cost": 85}))
+        .await
+        .assert_status(201);
+    assert_eq!(app.webhooks().deliver_due(10).await.unwrap(), 1);
+    assert_eq!(target.state.calls.load(Ordering::SeqCst), 0);
+    let id = created.body["id"].as_str().unwrap();
+    let log = app
+        .get(&format!("/v1/webhook-endpoints/{id}/deliveries"))
+        .send()
+        .await;
+    assert_eq!(log.body["data"][0]["last_status_code"], 307);
+    assert_ne!(log.body["data"][0]["status"], "delivered");
 }

@@ -73,8 +73,9 @@ pub struct Usage {
 
 impl UsageQuery {
     pub fn check(&self) -> Result<(), InvalidField> {
-        if self.from >= self.to {
-            return Err(InvalidField::new("from", "must be before to"));
+        // An empty window (from = to) is a valid question with an empty answer.
+        if self.from > self.to {
+            return Err(InvalidField::new("from", "must not be after to"));
         }
         let span = (self.to - self.from).num_seconds();
         if span / self.interval.seconds() > MAX_BUCKETS {

@@ -199,6 +199,19 @@ async fn timestamps_outside_1970_to_9999_are_422() {
         .send()
         .await;
     usage.assert_error(422, "invalid_request");
+    // An empty window is a question with an empty answer; a reversed one is an error.
+    let empty = app
+        .get("/v1/accounts/key_1/usage?from=2026-01-01T00:00:00Z&to=2026-01-01T00:00:00Z")
+        .send()
+        .await;
+    empty.assert_status(200);
+    assert_eq!(empty.body["data"], json!([]));
+    let reversed = app
+        .get("/v1/accounts/key_1/usage?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z")
+        .send()
+        .await;
+    reversed.assert_error(422, "invalid_request");
+    assert_eq!(reversed.body["error"]["details"]["field"], "from");
 }
 
 #[tokio::test]

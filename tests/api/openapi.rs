@@ -1,5 +1,6 @@
-//! openapi.yaml stays true: every documented operation is served, and every response any test
-//! receives is validated against it (see `helpers::Spec::check`).
+//! openapi.yaml stays true: every documented operation is served, every served route is
+//! documented, and every response any test receives is validated against it (see
+//! `helpers::Spec::check`). Admin routes refuse every other caller.
 
 use reqwest::Method;
 use serde_json::Value;
@@ -94,4 +95,97 @@ fn credit_ledger_openapi_prints_the_committed_spec() {
     let committed =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap();
     assert_eq!(String::from_utf8(output.stdout).unwrap(), committed);
+}
+
+/// Every route the router serves, read from its source (`src/api/mod.rs`): (path, method).
+fn served_routes() -> Vec<(String, String)> {
+    let source = include_str!("../../src/api/mod.rs");
+    let mut routes = Vec::new();
+    let mut rest = source;
+    while let Some(at) = rest.find(".route(") {
+        rest = &rest[at + ".route(".len()..];
+        let Some(open) = rest.find('"') else { break };
+        let Some(close) = rest[open + 1..].find('"') else {
+            break;
+        };
+        let path = rest[open + 1..open + 1 + close].to_owned();
+        // The handlers: up to the parenthesis that closes `.route(`.
+        let mut depth = 1;
+        let mut end = 0;
+        for (i, c) in rest.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = i;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let handlers = &rest[open + 1 + close..end];
+        for method in ["get", "put", "post", "delete", "patch"] {
+            let call = format!("{method}(");
+            let found = handlers.match_indices(&call).any(|(i, _)| {
+                i == 0 || !handlers[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_')
+            });
+            if found {
+                routes.push((path.clone(), method.to_owned()));
+            }
+        }
+    }
+    routes
+}
+
+#[tokio::test]
+async fn every_served_route_is_documented_and_admin_routes_refuse_everyone_else() {
+    let app = spawn_app().await;
+    let routes = served_routes();
+    assert!(routes.len() >= 25, "read {} routes", routes.len());
+    let document = spec().document().clone();
+    let mut admin = 0;
+    for (path, method) in &routes {
+        let operation = &document["paths"][path][method];
+        assert!(
+            operation.is_object(),
+            "{method} {path} is served but not in openapi.yaml"
+        );
+        let public = path == "/healthz" || path == "/readyz" || path == "/metrics";
+        let customer = path.starts_with("/v1/me/");
+        if public || customer {
+            continue;
+        }
+        let role = operation["x-role"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{method} {path} names no x-role in openapi.yaml"));
+        let concrete: String = path
+            .split('/')
+            .map(|s| if s.starts_with('{') { "probe" } else { s })
+            .collect::<Vec<_>>()
+            .join("/");
+        let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let call = |token: Option<&str>| {
+            let call = app.call(m.clone(), &concrete);
+            match token {
+                Some(t) => call.token(t),
+                None => call.no_token(),
+            }
+        };
+        call(None).send().await.assert_error(401, "unauthorized");
+        // A customer's API key is not a ledger token.
+        call(Some("sk_live_customer_key"))
+            .send()
+            .await
+            .assert_error(401, "unauthorized");
+        if role == "admin" {
+            admin += 1;
+            call(Some(crate::helpers::SERVICE))
+                .send()
+                .await
+                .assert_error(403, "forbidden");
+        }
+    }
+    assert!(admin >= 10, "checked {admin} admin routes");
 }

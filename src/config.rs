@@ -131,7 +131,20 @@ fn number<T: std::str::FromStr>(
     }
 }
 
+/// Time kept, beyond two statement timeouts, between a write's batch beginning and the request's
+/// own timeout.
+const WRITE_SLACK: Duration = Duration::from_secs(1);
+
 impl Config {
+    /// How soon a write's batch must begin for it to finish before the request times out: a
+    /// batch is two statements, each bounded by the statement timeout. A write not begun by then
+    /// is answered `503 database_timeout`, unapplied, rather than cut off by the request's
+    /// timeout and committed after its caller was told it failed.
+    pub fn write_start_within(&self) -> Duration {
+        self.request_timeout
+            .saturating_sub(self.db_timeouts.statement * 2 + WRITE_SLACK)
+    }
+
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
@@ -154,7 +167,7 @@ impl Config {
                 })
             }
         };
-        Ok(Config {
+        let config = Config {
             database_url: lookup("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
             listen,
             admin_tokens: tokens(lookup("LEDGER_ADMIN_TOKENS")),
@@ -285,7 +298,18 @@ impl Config {
                 10,
                 |n| (0..=30).contains(n),
             )?),
-        })
+        };
+        if config.write_start_within().is_zero() {
+            return Err(ConfigError {
+                name: "LEDGER_REQUEST_TIMEOUT_SECS",
+                reason: format!(
+                    "{} s leaves no time to begin a write: it must exceed twice LEDGER_DB_STATEMENT_TIMEOUT_MS ({} ms) by more than a second",
+                    config.request_timeout.as_secs(),
+                    config.db_timeouts.statement.as_millis()
+                ),
+            });
+        }
+        Ok(config)
     }
 }
 
@@ -330,6 +354,23 @@ mod tests {
         assert_eq!(config.webhook_retry[0], Duration::from_secs(5));
         let total: Duration = config.webhook_retry.iter().sum();
         assert!(total >= Duration::from_secs(86_400), "retries span a day");
+    }
+
+    #[test]
+    fn a_write_must_have_time_to_begin_and_finish_within_the_request_timeout() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.write_start_within(), Duration::from_secs(9));
+        let err = parse(&[
+            ("LEDGER_REQUEST_TIMEOUT_SECS", "5"),
+            ("LEDGER_DB_STATEMENT_TIMEOUT_MS", "2000"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.name, "LEDGER_REQUEST_TIMEOUT_SECS");
+        assert!(parse(&[
+            ("LEDGER_REQUEST_TIMEOUT_SECS", "5"),
+            ("LEDGER_DB_STATEMENT_TIMEOUT_MS", "1000"),
+        ])
+        .is_ok());
     }
 
     #[test]

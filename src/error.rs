@@ -283,6 +283,11 @@ impl ApiError {
             )
         };
         match err {
+            ServiceError::Expired => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_timeout",
+                "the ledger was too busy to begin this write in time; nothing was applied; retry with the same Idempotency-Key",
+            ),
             err if err.is_timeout() => {
                 tracing::warn!(error = %err, "database timeout");
                 Self::new(

@@ -46,6 +46,10 @@ pub enum ServiceError {
     Batch(Arc<ServiceError>),
     #[error("the ledger is unavailable: {0}")]
     Unavailable(String),
+    /// A write that could not begin in time to finish before its caller's deadline; nothing of
+    /// it was applied.
+    #[error("the write could not begin in time; nothing was applied")]
+    Expired,
 }
 
 impl ServiceError {
@@ -146,18 +150,32 @@ impl Ledger {
     /// A ledger whose writes go through the batching writer, with the default number of writer
     /// tasks and batch bound (its tasks start here).
     pub fn new(db: PgPool, clock: Clock) -> Self {
-        Self::with_writers(db, clock, writer::WRITERS, writer::MAX_BATCH)
+        Self::with_writers(db, clock, writer::WRITERS, writer::MAX_BATCH, None)
     }
 
     /// A ledger whose writes go through `writers` writer tasks taking at most `max_batch`
-    /// commands per transaction (its tasks start here).
-    pub fn with_writers(db: PgPool, clock: Clock, writers: usize, max_batch: usize) -> Self {
+    /// commands per transaction (its tasks start here). With `start_within`, a write whose batch
+    /// has not begun that long after it was submitted is not applied: it is answered
+    /// `ServiceError::Expired` instead, so that a caller who gives up at its own deadline is
+    /// never charged for a write it was told failed.
+    pub fn with_writers(
+        db: PgPool,
+        clock: Clock,
+        writers: usize,
+        max_batch: usize,
+        start_within: Option<std::time::Duration>,
+    ) -> Self {
         let direct = Self {
             db,
             clock,
             writer: None,
         };
-        let writer = writer::Writer::start(direct.clone(), writers.max(1), max_batch.max(1));
+        let writer = writer::Writer::start(
+            direct.clone(),
+            writers.max(1),
+            max_batch.max(1),
+            start_within,
+        );
         Self {
             writer: Some(Arc::new(writer)),
             ..direct

@@ -42,6 +42,8 @@ const KNOWN_RESERVATIONS: u64 = 10_000;
 const REMEMBER_RESERVATION: std::time::Duration = std::time::Duration::from_secs(600);
 
 struct Job {
+    /// After this instant the job is not started (`ServiceError::Expired`).
+    deadline: Option<tokio::time::Instant>,
     target: Target,
     /// What the job's account is known by here: its key, or the id it is named through.
     group: String,
@@ -51,6 +53,7 @@ struct Job {
 
 pub(super) struct Writer {
     shards: Vec<mpsc::Sender<Job>>,
+    start_within: Option<std::time::Duration>,
     /// Reservation id → account, for reservations this process made.
     reservations: moka::sync::Cache<Uuid, KeyId>,
 }
@@ -58,7 +61,12 @@ pub(super) struct Writer {
 impl Writer {
     /// Starts the writer tasks. `ledger` must be one without a writer: the tasks apply batches
     /// through it directly.
-    pub(super) fn start(ledger: Ledger, writers: usize, max_batch: usize) -> Self {
+    pub(super) fn start(
+        ledger: Ledger,
+        writers: usize,
+        max_batch: usize,
+        start_within: Option<std::time::Duration>,
+    ) -> Self {
         let shards = (0..writers)
             .map(|_| {
                 let (tx, rx) = mpsc::channel(QUEUE);
@@ -68,6 +76,7 @@ impl Writer {
             .collect();
         Writer {
             shards,
+            start_within,
             reservations: moka::sync::Cache::builder()
                 .max_capacity(KNOWN_RESERVATIONS)
                 .time_to_live(REMEMBER_RESERVATION)
@@ -109,6 +118,9 @@ impl Writer {
         let (reply, answer) = oneshot::channel();
         self.shards[shard]
             .send(Job {
+                deadline: self
+                    .start_within
+                    .map(|within| tokio::time::Instant::now() + within),
                 target,
                 group,
                 request,
@@ -141,13 +153,19 @@ async fn run_shard(ledger: Ledger, mut queue: mpsc::Receiver<Job>, max_batch: us
                 Err(_) => break,
             }
         }
-        // A caller that has gone (its request timed out) gets no effect it cannot learn of.
-        jobs.retain(|job| !job.reply.is_closed());
+        // A caller that has gone (its request timed out) gets no effect it cannot learn of, and
+        // one whose deadline has passed is answered before it could be cut off mid-commit.
+        expire(&mut jobs);
         if jobs.is_empty() {
             continue;
         }
         metrics::histogram!("write_batch_size").record(jobs.len() as f64);
-        let (groups, work, replies) = split(jobs.drain(..));
+        let Split {
+            groups,
+            deadlines,
+            work,
+            replies,
+        } = split(jobs.drain(..));
         // The load takes the batch's locks before the next batch's load asks for them, so an
         // account's commands apply in arrival order; the rest of the batch runs beside the next.
         let batch = match ledger.load_batch(&work).await {
@@ -157,7 +175,13 @@ async fn run_shard(ledger: Ledger, mut queue: mpsc::Receiver<Job>, max_batch: us
                 // its neighbours with it, run each account's commands on their own, in order.
                 // Only the stuck account's wait for its lock is paid again.
                 drop(slot);
-                one_account_at_a_time(&ledger, groups, work, replies).await;
+                let split = Split {
+                    groups,
+                    deadlines,
+                    work,
+                    replies,
+                };
+                one_account_at_a_time(&ledger, split).await;
                 continue;
             }
             Err(err) => {
@@ -180,16 +204,45 @@ type Reply = oneshot::Sender<Result<Answer, ServiceError>>;
 /// One account's commands, with where to answer each.
 type Group = (Vec<(Target, Request)>, Vec<Reply>);
 
-fn split(jobs: impl Iterator<Item = Job>) -> (Vec<String>, Vec<(Target, Request)>, Vec<Reply>) {
-    let mut groups = Vec::new();
-    let mut work = Vec::new();
-    let mut replies = Vec::new();
+/// A batch's commands, and beside them each one's account, deadline and reply.
+struct Split {
+    groups: Vec<String>,
+    deadlines: Vec<Option<tokio::time::Instant>>,
+    work: Vec<(Target, Request)>,
+    replies: Vec<Reply>,
+}
+
+fn split(jobs: impl Iterator<Item = Job>) -> Split {
+    let mut split = Split {
+        groups: Vec::new(),
+        deadlines: Vec::new(),
+        work: Vec::new(),
+        replies: Vec::new(),
+    };
     for job in jobs {
-        groups.push(job.group);
-        work.push((job.target, job.request));
-        replies.push(job.reply);
+        split.groups.push(job.group);
+        split.deadlines.push(job.deadline);
+        split.work.push((job.target, job.request));
+        split.replies.push(job.reply);
     }
-    (groups, work, replies)
+    split
+}
+
+/// Drops the jobs whose caller has gone and answers those past their deadline, unapplied.
+fn expire(jobs: &mut Vec<Job>) {
+    let now = tokio::time::Instant::now();
+    let mut kept = Vec::with_capacity(jobs.len());
+    for job in jobs.drain(..) {
+        if job.reply.is_closed() {
+            continue;
+        }
+        if job.deadline.is_some_and(|d| d <= now) {
+            let _ = job.reply.send(Err(ServiceError::Expired));
+            continue;
+        }
+        kept.push(job);
+    }
+    *jobs = kept;
 }
 
 fn distinct(groups: &[String]) -> usize {
@@ -201,26 +254,47 @@ fn distinct(groups: &[String]) -> usize {
 
 /// Runs the commands of each account as a batch of their own, the accounts in the order of
 /// their first command, before the shard takes anything else.
-async fn one_account_at_a_time(
-    ledger: &Ledger,
-    groups: Vec<String>,
-    work: Vec<(Target, Request)>,
-    replies: Vec<Reply>,
-) {
+async fn one_account_at_a_time(ledger: &Ledger, split: Split) {
     let mut order: Vec<String> = Vec::new();
     let mut by_group: std::collections::HashMap<String, Group> = std::collections::HashMap::new();
-    for ((group, job), reply) in groups.into_iter().zip(work).zip(replies) {
+    let mut deadlines: std::collections::HashMap<String, Vec<Option<tokio::time::Instant>>> =
+        std::collections::HashMap::new();
+    let jobs = split
+        .groups
+        .into_iter()
+        .zip(split.deadlines)
+        .zip(split.work)
+        .zip(split.replies);
+    for (((group, deadline), job), reply) in jobs {
         let entry = by_group.entry(group.clone()).or_insert_with(|| {
-            order.push(group);
+            order.push(group.clone());
             (Vec::new(), Vec::new())
         });
         entry.0.push(job);
         entry.1.push(reply);
+        deadlines.entry(group).or_default().push(deadline);
     }
     for group in order {
         let Some((work, replies)) = by_group.remove(&group) else {
             continue;
         };
+        let now = tokio::time::Instant::now();
+        let (work, replies): (Vec<_>, Vec<_>) = work
+            .into_iter()
+            .zip(replies)
+            .zip(deadlines.remove(&group).unwrap_or_default())
+            .filter_map(|((job, reply), deadline)| {
+                if deadline.is_some_and(|d| d <= now) {
+                    let _ = reply.send(Err(ServiceError::Expired));
+                    None
+                } else {
+                    Some((job, reply))
+                }
+            })
+            .unzip();
+        if work.is_empty() {
+            continue;
+        }
         match ledger.apply_batch(&work).await {
             Ok((results, _)) => answer(replies, results),
             Err(err) => fail(replies, err),

@@ -224,3 +224,35 @@ async fn an_account_created_while_a_batch_waits_for_locks_is_not_loaded_unlocked
     assert_eq!(available(&app, "key_b").await, 100);
     app.assert_audit_clean().await;
 }
+
+/// A write whose batch cannot begin in time to finish before its caller's deadline is answered
+/// unapplied, so the caller is never charged for a write it was told failed.
+#[tokio::test]
+async fn a_write_that_cannot_begin_in_time_is_answered_unapplied() {
+    let app = spawn_app().await;
+    app.create_plan("pro", Some(100)).await;
+    app.create_account("key_1", "pro").await;
+    // No time at all to begin: every write expires in the queue.
+    let ledger = credit_ledger::service::Ledger::with_writers(
+        app.db.pool.clone(),
+        credit_ledger::ledger::Clock::system(),
+        1,
+        256,
+        Some(std::time::Duration::ZERO),
+    );
+    let (target, request) = debit("key_1", 10, None);
+    let err = ledger.execute(target, request).await.unwrap_err();
+    assert!(matches!(err, ServiceError::Expired), "{err:?}");
+    assert_eq!(available(&app, "key_1").await, 100);
+    // With time to begin, the same write applies.
+    let ledger = credit_ledger::service::Ledger::with_writers(
+        app.db.pool.clone(),
+        credit_ledger::ledger::Clock::system(),
+        1,
+        256,
+        Some(std::time::Duration::from_secs(5)),
+    );
+    let (target, request) = debit("key_1", 10, None);
+    ledger.execute(target, request).await.unwrap();
+    assert_eq!(available(&app, "key_1").await, 90);
+}

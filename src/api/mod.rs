@@ -86,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn(crate::telemetry::track))
         .fallback(|| async { ApiError::for_status(StatusCode::NOT_FOUND) })
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .layer(axum::middleware::from_fn(request_started))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             timeout,
@@ -117,6 +118,16 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
+}
+
+/// Runs the request with its start time at hand, for the deadline of the writes it submits.
+async fn request_started(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    crate::service::REQUEST_STARTED
+        .scope(tokio::time::Instant::now(), next.run(request))
+        .await
 }
 
 /// Responses made by the router or a layer (405, a timeout, a panic) carry no JSON body; give

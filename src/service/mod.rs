@@ -10,6 +10,8 @@ mod commands;
 mod reads;
 mod writer;
 
+pub use writer::REQUEST_STARTED;
+
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};

@@ -41,6 +41,13 @@ const QUEUE: usize = 4096;
 const KNOWN_RESERVATIONS: u64 = 10_000;
 const REMEMBER_RESERVATION: std::time::Duration = std::time::Duration::from_secs(600);
 
+tokio::task_local! {
+    /// When the request being served began (set by the API's middleware): a write's deadline
+    /// counts from it, not from when the write was queued, so time the request spent before
+    /// (verifying a key with Unkey, say) is counted too.
+    pub static REQUEST_STARTED: tokio::time::Instant;
+}
+
 struct Job {
     /// After this instant the job is not started (`ServiceError::Expired`).
     deadline: Option<tokio::time::Instant>,
@@ -118,9 +125,12 @@ impl Writer {
         let (reply, answer) = oneshot::channel();
         self.shards[shard]
             .send(Job {
-                deadline: self
-                    .start_within
-                    .map(|within| tokio::time::Instant::now() + within),
+                deadline: self.start_within.map(|within| {
+                    REQUEST_STARTED
+                        .try_with(|started| *started)
+                        .unwrap_or_else(|_| tokio::time::Instant::now())
+                        + within
+                }),
                 target,
                 group,
                 request,

@@ -255,4 +255,15 @@ async fn a_write_that_cannot_begin_in_time_is_answered_unapplied() {
     let (target, request) = debit("key_1", 10, None);
     ledger.execute(target, request).await.unwrap();
     assert_eq!(available(&app, "key_1").await, 90);
+    // The deadline counts from the start of the request, not from when the write was queued.
+    let started = tokio::time::Instant::now()
+        .checked_sub(std::time::Duration::from_secs(10))
+        .unwrap();
+    let (target, request) = debit("key_1", 10, None);
+    let err = credit_ledger::service::REQUEST_STARTED
+        .scope(started, ledger.execute(target, request))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::Expired), "{err:?}");
+    assert_eq!(available(&app, "key_1").await, 90);
 }

@@ -16,7 +16,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::ledger::alerts as events;
 use crate::ledger::types::InvalidField;
-use crate::webhooks::{CreatedEndpoint, Delivery, Endpoint};
+use crate::webhooks::{CreatedEndpoint, Creation, Delivery, Endpoint};
 
 fn field(field: &str, reason: impl Into<String>) -> ApiError {
     ApiError::invalid_field("invalid_request", &InvalidField::new(field, reason))
@@ -92,11 +92,14 @@ pub async fn create(
     }
     let normalized = json!({"url": url.as_str(), "events": types, "description": description});
     let idem = idempotency(key, "POST /v1/webhook-endpoints", &normalized);
-    let outcome = state
+    match state
         .webhooks
         .create_endpoint(url.to_string(), types, description, idem.as_ref())
-        .await?;
-    render::<CreatedEndpoint>(outcome, StatusCode::CREATED)
+        .await?
+    {
+        Creation::Done(outcome) => render::<CreatedEndpoint>(outcome, StatusCode::CREATED),
+        Creation::Deleted(id) => Err(not_found(id)),
+    }
 }
 
 /// GET /v1/webhook-endpoints

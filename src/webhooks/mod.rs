@@ -93,6 +93,14 @@ impl From<DeliveryRow> for Delivery {
 /// The idempotency scope of the account-less endpoint route.
 const SCOPE: &str = "route:POST /v1/webhook-endpoints";
 
+/// What creating an endpoint came to.
+#[derive(Debug)]
+pub enum Creation {
+    Done(Outcome<CreatedEndpoint>),
+    /// A replay of a creation whose endpoint has since been deleted.
+    Deleted(Uuid),
+}
+
 #[derive(Clone)]
 pub struct Webhooks {
     db: PgPool,
@@ -154,7 +162,7 @@ impl Webhooks {
         events: Vec<String>,
         description: Option<String>,
         idempotency: Option<&Idempotency>,
-    ) -> Result<Outcome<CreatedEndpoint>, ServiceError> {
+    ) -> Result<Creation, ServiceError> {
         let now = self.clock.now();
         let mut tx = self.db.begin().await.map_err(ledger_err)?;
         if let Some(idem) = idempotency {
@@ -163,7 +171,7 @@ impl Webhooks {
                 .map_err(ledger_err)?
             {
                 Claim::Fresh => {}
-                Claim::Replay { body, .. } => return Ok(Outcome::Replayed(body)),
+                Claim::Replay { body, .. } => return self.replay(&mut tx, body).await,
                 Claim::Conflict => return Err(LedgerError::IdempotencyKeyReused.into()),
             }
         }
@@ -183,14 +191,38 @@ impl Webhooks {
             endpoint: row.into(),
         };
         if let Some(idem) = idempotency {
-            let body =
+            // Stored without the secret: a replay takes it from the endpoint, if it still exists.
+            let mut body =
                 serde_json::to_value(&created).map_err(|e| ServiceError::Corrupt(e.to_string()))?;
+            if let Some(stored) = body.as_object_mut() {
+                stored.remove("secret");
+            }
             db::idempotency::finish(&mut tx, SCOPE, &idem.key, 201, &body)
                 .await
                 .map_err(ledger_err)?;
         }
         tx.commit().await.map_err(ledger_err)?;
-        Ok(Outcome::Done(created))
+        Ok(Creation::Done(Outcome::Done(created)))
+    }
+
+    /// The stored answer of a creation, with the secret of the endpoint it made; or, if that
+    /// endpoint has been deleted since, `Creation::Deleted`: its secret is gone with it.
+    async fn replay(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        mut body: serde_json::Value,
+    ) -> Result<Creation, ServiceError> {
+        let id = body["id"]
+            .as_str()
+            .and_then(|id| id.parse::<Uuid>().ok())
+            .ok_or_else(|| ServiceError::Corrupt("a stored endpoint creation has no id".into()))?;
+        match db::webhooks::endpoint(conn, id).await.map_err(ledger_err)? {
+            Some(endpoint) => {
+                body["secret"] = serde_json::Value::String(endpoint.secret);
+                Ok(Creation::Done(Outcome::Replayed(body)))
+            }
+            None => Ok(Creation::Deleted(id)),
+        }
     }
 
     pub async fn list_endpoints(&self) -> Result<Vec<Endpoint>, ServiceError> {

@@ -597,3 +597,38 @@ async fn a_redirect_is_not_followed() {
     assert_eq!(log.body["data"][0]["last_status_code"], 307);
     assert_ne!(log.body["data"][0]["status"], "delivered");
 }
+
+#[tokio::test]
+async fn a_replayed_creation_shows_the_secret_only_while_the_endpoint_exists() {
+    let app = spawn_app().await;
+    let create = || {
+        app.post("/v1/webhook-endpoints")
+            .idempotency_key("endpoint-1")
+            .json(json!({"url": "http://127.0.0.1:9/hook"}))
+            .send()
+    };
+    let first = create().await;
+    first.assert_status(201);
+    let secret = first.body["secret"].as_str().unwrap().to_owned();
+    let replay = create().await;
+    replay.assert_status(201);
+    assert_eq!(replay.body["secret"], secret.as_str());
+    assert_eq!(replay.body["id"], first.body["id"]);
+    // The stored answer keeps no copy of the secret.
+    let stored: Vec<String> = sqlx::query_scalar("SELECT response::text FROM idempotency_keys")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
+    assert!(stored.iter().all(|r| !r.contains(&secret)), "{stored:?}");
+    let id = first.body["id"].as_str().unwrap();
+    app.call(
+        reqwest::Method::DELETE,
+        &format!("/v1/webhook-endpoints/{id}"),
+    )
+    .send()
+    .await
+    .assert_status(204);
+    create()
+        .await
+        .assert_error(404, "webhook_endpoint_not_found");
+}

@@ -9,6 +9,7 @@ mod cli;
 mod concurrency;
 mod debits;
 mod edges;
+mod faults;
 mod grants;
 mod health;
 mod idempotency;

@@ -221,15 +221,35 @@ impl Ledger {
                 Command::Inspect | Command::UpdateAccount(_) | Command::ChangePlan { .. }
             );
         }
-        let mut tx = OpenTransaction {
-            conn: self.db.acquire().await?,
-            ended: false,
-        };
-        match db::state::begin_and_load(&mut tx.conn, &selection).await {
-            Ok(states) => Ok(LoadedBatch { tx, states }),
-            Err(err) => {
-                tx.rollback().await;
-                Err(err.into())
+        // A pooled connection the server dropped (a database restart) fails its first use. The
+        // load has no effects, so after such a failure it is tried again on a connection that
+        // answers a ping; the broken ones (the pool's others are likely broken too) are closed.
+        let mut lost = 0;
+        loop {
+            let mut conn = self.db.acquire().await?;
+            if lost > 0 && sqlx::Connection::ping(&mut *conn).await.is_err() {
+                conn.close_on_drop();
+                lost += 1;
+                if lost > self.db.size() as usize + 1 {
+                    return Err(ServiceError::Unavailable(
+                        "every pooled connection was lost".into(),
+                    ));
+                }
+                continue;
+            }
+            let mut tx = OpenTransaction { conn, ended: false };
+            match db::state::begin_and_load(&mut tx.conn, &selection).await {
+                Ok(states) => return Ok(LoadedBatch { tx, states }),
+                Err(err) if lost == 0 && connection_lost(&err) => {
+                    tracing::info!(error = %err, "a pooled connection was lost; loading again");
+                    tx.conn.close_on_drop();
+                    tx.ended = true;
+                    lost = 1;
+                }
+                Err(err) => {
+                    tx.rollback().await;
+                    return Err(err.into());
+                }
             }
         }
     }
@@ -493,6 +513,18 @@ impl Ledger {
     ) -> Result<u64, ServiceError> {
         let mut conn = self.db.acquire().await?;
         Ok(db::idempotency::purge_older_than(&mut conn, self.now() - retention).await?)
+    }
+}
+
+/// Whether `err` says the connection itself is gone: an I/O error, or the server ending the
+/// session (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now, class 08).
+fn connection_lost(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            matches!(c.as_ref(), "57P01" | "57P02" | "57P03") || c.starts_with("08")
+        }),
+        _ => false,
     }
 }
 

@@ -267,3 +267,29 @@ async fn a_write_that_cannot_begin_in_time_is_answered_unapplied() {
     assert!(matches!(err, ServiceError::Expired), "{err:?}");
     assert_eq!(available(&app, "key_1").await, 90);
 }
+
+/// A database restart drops every pooled connection; the first write after it is not lost to a
+/// dead connection: its load is tried again on one that answers.
+#[tokio::test]
+async fn a_write_after_the_server_dropped_the_pools_connections_succeeds() {
+    let app = spawn_app().await;
+    app.create_plan("pro", Some(100)).await;
+    app.create_account("key_1", "pro").await;
+    for _ in 0..3 {
+        app.debit("key_1", json!({"operation": "search"}))
+            .await
+            .assert_status(201);
+    }
+    // The server ends every other session on this database, as a restart would.
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    app.debit("key_1", json!({"operation": "search"}))
+        .await
+        .assert_status(201);
+    assert_eq!(available(&app, "key_1").await, 96);
+}

@@ -7,15 +7,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use std::str::FromStr;
 
-use crate::helpers::server_url;
-
-fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_credit-ledger"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    command
-}
+use crate::helpers::{binary, free_port, ready_within_10s, server_url};
 
 #[test]
 fn an_unreachable_database_is_a_one_line_error_naming_database_url() {
@@ -93,10 +85,7 @@ async fn migrate_creates_the_database_and_applies_every_migration() {
 #[tokio::test]
 async fn serve_answers_and_stops_gracefully_on_sigterm() {
     with_fresh_database_name(async |url| {
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap().port()
-        };
+        let port = free_port();
         let mut child = binary()
             .arg("serve")
             .env("DATABASE_URL", &url)
@@ -106,22 +95,11 @@ async fn serve_answers_and_stops_gracefully_on_sigterm() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let client = reqwest::Client::new();
-        let mut up = false;
-        for _ in 0..100 {
-            if let Ok(r) = client
-                .get(format!("http://127.0.0.1:{port}/readyz"))
-                .send()
-                .await
-            {
-                if r.status() == 200 {
-                    up = true;
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if !ready_within_10s(port).await {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the service did not become ready");
         }
-        assert!(up, "the service became ready");
         let kill = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status()

@@ -12,7 +12,7 @@ use sqlx::{ConnectOptions, Connection, PgConnection};
 use std::str::FromStr;
 use tokio::io::AsyncWriteExt;
 
-use crate::helpers::server_url;
+use crate::helpers::{binary, free_port, ready_within_10s, server_url};
 
 const ADMIN: &str = "fault-admin";
 const SERVICE: &str = "fault-service";
@@ -44,19 +44,6 @@ impl Database {
     }
 }
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_credit-ledger"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    command
-}
-
 async fn start(db: &Database, port: u16) -> Child {
     let mut child = binary()
         .arg("serve")
@@ -70,18 +57,8 @@ async fn start(db: &Database, port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let client = reqwest::Client::new();
-    for _ in 0..200 {
-        if let Ok(r) = client
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-        {
-            if r.status() == 200 {
-                return child;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if ready_within_10s(port).await {
+        return child;
     }
     let _ = child.kill();
     let _ = child.wait();

@@ -62,6 +62,7 @@ impl AppState {
             clock.clone(),
             config.webhook_retry.clone(),
             config.webhook_allow_private,
+            config.secrets_key.clone(),
         )
         .map_err(|e| format!("cannot build the webhook client: {e}"))?;
         let readiness = sqlx::postgres::PgPoolOptions::new()

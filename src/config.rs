@@ -62,6 +62,12 @@ pub struct Config {
     pub webhook_allow_private: bool,
     /// `LEDGER_WEBHOOK_POLL_MS`: how often the delivery worker looks for due deliveries.
     pub webhook_poll: Duration,
+    /// `LEDGER_SECRETS_KEY`: the keys that seal webhook signing secrets at rest (the first seals,
+    /// all open); `None` when unset, and then no webhook endpoint can be created.
+    pub secrets_key: Option<crate::webhooks::sealed::SecretKeys>,
+    /// `LEDGER_WEBHOOK_DELIVERY`: whether this process runs the delivery worker (default true).
+    /// Off, events and their deliveries are still recorded and wait for a process that delivers.
+    pub webhook_delivery: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -90,6 +96,8 @@ impl std::fmt::Debug for Config {
             .field("key_cache", &self.key_cache)
             .field("webhook_retry", &self.webhook_retry)
             .field("webhook_poll", &self.webhook_poll)
+            .field("webhook_delivery", &self.webhook_delivery)
+            .field("secrets_key", &self.secrets_key)
             .finish()
     }
 }
@@ -128,6 +136,19 @@ fn number<T: std::str::FromStr>(
                 name,
                 reason: format!("{raw:?} is not a valid value"),
             }),
+    }
+}
+
+/// A boolean setting: `true`/`1` or `false`/`0`, `default` when unset.
+fn flag(name: &'static str, value: Option<String>, default: bool) -> Result<bool, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        None => Ok(default),
+        Some("true") | Some("1") => Ok(true),
+        Some("false") | Some("0") => Ok(false),
+        Some(other) => Err(ConfigError {
+            name,
+            reason: format!("{other:?} is neither true nor false"),
+        }),
     }
 }
 
@@ -251,16 +272,27 @@ impl Config {
                 }),
             },
             default_plan: lookup("LEDGER_DEFAULT_PLAN"),
-            webhook_allow_private: match lookup("LEDGER_WEBHOOK_ALLOW_PRIVATE_NETWORKS").as_deref() {
-                None | Some("false") | Some("0") => false,
-                Some("true") | Some("1") => true,
-                Some(other) => {
-                    return Err(ConfigError {
-                        name: "LEDGER_WEBHOOK_ALLOW_PRIVATE_NETWORKS",
-                        reason: format!("{other:?} is neither true nor false"),
+            webhook_allow_private: flag(
+                "LEDGER_WEBHOOK_ALLOW_PRIVATE_NETWORKS",
+                lookup("LEDGER_WEBHOOK_ALLOW_PRIVATE_NETWORKS"),
+                false,
+            )?,
+            secrets_key: lookup("LEDGER_SECRETS_KEY")
+                .filter(|raw| !raw.trim().is_empty())
+                .map(|raw| {
+                    crate::webhooks::sealed::SecretKeys::parse(&raw).map_err(|reason| {
+                        ConfigError {
+                            name: "LEDGER_SECRETS_KEY",
+                            reason,
+                        }
                     })
-                }
-            },
+                })
+                .transpose()?,
+            webhook_delivery: flag(
+                "LEDGER_WEBHOOK_DELIVERY",
+                lookup("LEDGER_WEBHOOK_DELIVERY"),
+                true,
+            )?,
             webhook_retry: match lookup("LEDGER_WEBHOOK_RETRY_SECONDS") {
                 None => crate::webhooks::DEFAULT_RETRY_SECONDS
                     .iter()
@@ -354,6 +386,28 @@ mod tests {
         assert_eq!(config.webhook_retry[0], Duration::from_secs(5));
         let total: Duration = config.webhook_retry.iter().sum();
         assert!(total >= Duration::from_secs(86_400), "retries span a day");
+        assert!(config.webhook_delivery && !config.webhook_allow_private);
+    }
+
+    #[test]
+    fn boolean_settings_take_true_or_false_and_name_themselves_otherwise() {
+        assert!(
+            !parse(&[("LEDGER_WEBHOOK_DELIVERY", "false")])
+                .unwrap()
+                .webhook_delivery
+        );
+        assert!(
+            parse(&[("LEDGER_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "1")])
+                .unwrap()
+                .webhook_allow_private
+        );
+        let err = parse(&[("LEDGER_WEBHOOK_DELIVERY", "off")]).unwrap_err();
+        assert_eq!(err.name, "LEDGER_WEBHOOK_DELIVERY");
+        assert!(
+            err.reason.contains("neither true nor false"),
+            "{}",
+            err.reason
+        );
     }
 
     #[test]

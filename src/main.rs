@@ -144,6 +144,18 @@ async fn serve(config: Config, pool: sqlx::PgPool) -> Result<(), String> {
     if state.gate.is_none() {
         tracing::warn!("UNKEY_ROOT_KEY is not set: /v1/verify and /v1/me/* will answer 503");
     }
+    match (state.webhooks.can_seal(), state.webhooks.seal_stored_secrets().await) {
+        (true, Ok(0)) => {}
+        (true, Ok(n)) => tracing::info!(sealed = n, "webhook secrets sealed with LEDGER_SECRETS_KEY"),
+        (false, Ok(0)) => tracing::warn!(
+            "LEDGER_SECRETS_KEY is not set: webhook endpoints cannot be created"
+        ),
+        (false, Ok(n)) => tracing::warn!(
+            plain = n,
+            "LEDGER_SECRETS_KEY is not set: webhook secrets stored before sealing stay readable in the database until it is"
+        ),
+        (_, Err(err)) => return Err(format!("cannot read the webhook secrets: {err}")),
+    }
     let mut jobs = scheduler::start(state.ledger.clone(), &config.schedule)
         .await
         .map_err(|e| {
@@ -154,13 +166,24 @@ async fn serve(config: Config, pool: sqlx::PgPool) -> Result<(), String> {
         })?;
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
-    let worker = state
-        .webhooks
-        .clone()
-        .spawn_worker(config.webhook_poll, shutdown.clone());
+    let worker = if config.webhook_delivery {
+        Some(
+            state
+                .webhooks
+                .clone()
+                .spawn_worker(config.webhook_poll, shutdown.clone()),
+        )
+    } else {
+        tracing::warn!(
+            "LEDGER_WEBHOOK_DELIVERY=false: webhook deliveries are recorded but not sent by this process"
+        );
+        None
+    };
     let served = app::serve(listener, state, shutdown.clone()).await;
     shutdown.cancel();
-    let _ = worker.await;
+    if let Some(worker) = worker {
+        let _ = worker.await;
+    }
     if let Err(err) = jobs.shutdown().await {
         tracing::warn!(error = %err, "scheduler did not stop cleanly");
     }

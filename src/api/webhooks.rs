@@ -90,6 +90,14 @@ pub async fn create(
     {
         return Err(field("description", "must be at most 500 characters long"));
     }
+    if !state.webhooks.can_seal() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "encryption_unavailable",
+            "webhook endpoints cannot be created: LEDGER_SECRETS_KEY, the key that encrypts their signing secrets, is not set on this ledger",
+        )
+        .with_details(json!({"setting": "LEDGER_SECRETS_KEY"})));
+    }
     let normalized = json!({"url": url.as_str(), "events": types, "description": description});
     let idem = idempotency(key, "POST /v1/webhook-endpoints", &normalized);
     match state

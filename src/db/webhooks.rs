@@ -33,6 +33,30 @@ pub async fn insert_endpoint(conn: &mut PgConnection, e: &EndpointRow) -> Result
     Ok(())
 }
 
+/// Every endpoint's id and stored secret.
+pub async fn secrets(conn: &mut PgConnection) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT id, secret FROM webhook_endpoints ORDER BY id")
+        .fetch_all(conn)
+        .await
+}
+
+/// Replaces an endpoint's stored secret if it is still `old`; whether it did.
+pub async fn replace_secret(
+    conn: &mut PgConnection,
+    id: Uuid,
+    old: &str,
+    new: &str,
+) -> Result<bool, sqlx::Error> {
+    let done =
+        sqlx::query("UPDATE webhook_endpoints SET secret = $3 WHERE id = $1 AND secret = $2")
+            .bind(id)
+            .bind(old)
+            .bind(new)
+            .execute(conn)
+            .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 pub async fn endpoints(conn: &mut PgConnection) -> Result<Vec<EndpointRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints ORDER BY created_at, id"

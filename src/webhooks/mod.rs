@@ -4,6 +4,7 @@
 //! `FOR UPDATE SKIP LOCKED` and a lease, so no attempt is made twice.
 
 pub mod guard;
+pub mod sealed;
 pub mod sign;
 
 use std::time::Duration;
@@ -20,6 +21,7 @@ use crate::db::webhooks::{Claimed, DeliveryRow, EndpointRow};
 use crate::ledger::command::Idempotency;
 use crate::ledger::{Clock, LedgerError};
 use crate::service::{Outcome, ServiceError};
+use sealed::{SealError, SecretKeys};
 
 /// When the retries of a failed delivery come: after 5 s, 30 s, 2 min, 10 min, 30 min, 2 h, 5 h,
 /// 10 h and 14 h — ten attempts over about 32 hours.
@@ -109,6 +111,8 @@ pub struct Webhooks {
     retry: Vec<Duration>,
     /// `LEDGER_WEBHOOK_ALLOW_PRIVATE_NETWORKS`: endpoints may be on loopback or private networks.
     allow_private: bool,
+    /// `LEDGER_SECRETS_KEY`: seals endpoint secrets at rest; without it no endpoint is created.
+    secrets: Option<SecretKeys>,
 }
 
 impl std::fmt::Debug for Webhooks {
@@ -129,6 +133,7 @@ impl Webhooks {
         clock: Clock,
         retry: Vec<Duration>,
         allow_private: bool,
+        secrets: Option<SecretKeys>,
     ) -> Result<Self, reqwest::Error> {
         let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -148,7 +153,57 @@ impl Webhooks {
             clock,
             retry,
             allow_private,
+            secrets,
         })
+    }
+
+    /// Whether endpoint secrets can be sealed, and so endpoints created.
+    pub fn can_seal(&self) -> bool {
+        self.secrets.is_some()
+    }
+
+    /// The secret of an endpoint from its stored form.
+    fn open(&self, endpoint: Uuid, stored: &str) -> Result<String, SealError> {
+        match &self.secrets {
+            Some(keys) => keys.open(endpoint, stored),
+            None => sealed::open_without_keys(stored),
+        }
+    }
+
+    /// Seals, under the current key, every stored secret that is not: plain ones from before
+    /// sealing existed, and ones sealed under an older key of a rotation. Without keys, counts the
+    /// plain ones. Returns how many secrets were (or, without keys, would be) sealed; secrets that
+    /// no loaded key opens are left as they are, with a warning.
+    pub async fn seal_stored_secrets(&self) -> Result<usize, ServiceError> {
+        let mut conn = self.db.acquire().await.map_err(ledger_err)?;
+        let stored = db::webhooks::secrets(&mut conn).await.map_err(ledger_err)?;
+        let Some(keys) = &self.secrets else {
+            return Ok(stored
+                .iter()
+                .filter(|(_, secret)| sealed::open_without_keys(secret).is_ok())
+                .count());
+        };
+        let mut sealed_now = 0;
+        for (id, secret) in stored {
+            if keys.is_current(&secret) {
+                continue;
+            }
+            match keys.open(id, &secret) {
+                Ok(plain) => {
+                    let resealed = keys.seal(id, &plain);
+                    if db::webhooks::replace_secret(&mut conn, id, &secret, &resealed)
+                        .await
+                        .map_err(ledger_err)?
+                    {
+                        sealed_now += 1;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(endpoint = %id, error = %err, "webhook secret left as it is");
+                }
+            }
+        }
+        Ok(sealed_now)
     }
 
     /// How many attempts a delivery gets in all.
@@ -175,11 +230,17 @@ impl Webhooks {
                 Claim::Conflict => return Err(LedgerError::IdempotencyKeyReused.into()),
             }
         }
+        let keys = self
+            .secrets
+            .as_ref()
+            .ok_or_else(|| ServiceError::Unavailable("LEDGER_SECRETS_KEY is not set".to_owned()))?;
+        let id = Uuid::now_v7();
+        let secret = sign::new_secret();
         let row = EndpointRow {
-            id: Uuid::now_v7(),
+            id,
             url,
             events,
-            secret: sign::new_secret(),
+            secret: keys.seal(id, &secret),
             description,
             created_at: now,
         };
@@ -187,7 +248,7 @@ impl Webhooks {
             .await
             .map_err(ledger_err)?;
         let created = CreatedEndpoint {
-            secret: row.secret.clone(),
+            secret,
             endpoint: row.into(),
         };
         if let Some(idem) = idempotency {
@@ -218,7 +279,10 @@ impl Webhooks {
             .ok_or_else(|| ServiceError::Corrupt("a stored endpoint creation has no id".into()))?;
         match db::webhooks::endpoint(conn, id).await.map_err(ledger_err)? {
             Some(endpoint) => {
-                body["secret"] = serde_json::Value::String(endpoint.secret);
+                let secret = self
+                    .open(endpoint.id, &endpoint.secret)
+                    .map_err(|e| ServiceError::Corrupt(e.to_string()))?;
+                body["secret"] = serde_json::Value::String(secret);
                 Ok(Creation::Done(Outcome::Replayed(body)))
             }
             None => Ok(Creation::Deleted(id)),
@@ -319,8 +383,11 @@ impl Webhooks {
         .to_string();
         let timestamp = self.clock.now().timestamp();
         let id = c.event_id.to_string();
+        let secret = self
+            .open(c.endpoint_id, &c.secret)
+            .map_err(|e| (None, format!("not sent: {e}")))?;
         let signature =
-            sign::sign(&c.secret, &id, timestamp, &body).map_err(|e| (None, e.to_string()))?;
+            sign::sign(&secret, &id, timestamp, &body).map_err(|e| (None, e.to_string()))?;
         // Checked again at delivery: the endpoint may predate the rule or the setting.
         let url =
             reqwest::Url::parse(&c.url).map_err(|_| (None, "the URL is not valid".to_owned()))?;

@@ -12,39 +12,12 @@ use sqlx::{ConnectOptions, Connection, PgConnection};
 use std::str::FromStr;
 use tokio::io::AsyncWriteExt;
 
-use crate::helpers::{binary, free_port, ready_within_10s, server_url};
+use crate::helpers::{binary, free_port, ready_within_10s, ScratchDatabase};
 
 const ADMIN: &str = "fault-admin";
 const SERVICE: &str = "fault-service";
 
-/// A fresh database, dropped afterwards.
-struct Database {
-    name: String,
-    url: String,
-}
-
-impl Database {
-    fn new() -> Database {
-        let name = format!("cl_fault_{}", uuid::Uuid::new_v4().simple());
-        let server = PgConnectOptions::from_str(&server_url()).unwrap();
-        let url = server.database(&name).to_url_lossy().to_string();
-        Database { name, url }
-    }
-
-    async fn drop_it(self) {
-        let server = PgConnectOptions::from_str(&server_url()).unwrap();
-        let mut conn = PgConnection::connect_with(&server).await.unwrap();
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-            self.name
-        ))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    }
-}
-
-async fn start(db: &Database, port: u16) -> Child {
+async fn start(db: &ScratchDatabase, port: u16) -> Child {
     let mut child = binary()
         .arg("serve")
         .env("DATABASE_URL", &db.url)
@@ -129,7 +102,7 @@ fn debit_until_down(
 }
 
 /// Every acknowledged debit is stored with its journal entry, and the audit is clean.
-async fn assert_nothing_acknowledged_was_lost(db: &Database, acknowledged: &[String]) {
+async fn assert_nothing_acknowledged_was_lost(db: &ScratchDatabase, acknowledged: &[String]) {
     assert!(
         acknowledged.len() > 50,
         "only {} debits were acknowledged",
@@ -164,7 +137,7 @@ async fn assert_nothing_acknowledged_was_lost(db: &Database, acknowledged: &[Str
 
 #[tokio::test]
 async fn kill_9_under_load_loses_no_acknowledged_debit() {
-    let db = Database::new();
+    let db = ScratchDatabase::new("cl_fault");
     let port = free_port();
     let mut child = start(&db, port).await;
     seed(port).await;
@@ -186,7 +159,7 @@ async fn kill_9_under_load_loses_no_acknowledged_debit() {
 
 #[tokio::test]
 async fn sigterm_under_load_with_a_half_open_connection_stops_within_the_grace() {
-    let db = Database::new();
+    let db = ScratchDatabase::new("cl_fault");
     let port = free_port();
     let mut child = start(&db, port).await;
     seed(port).await;
@@ -225,6 +198,204 @@ async fn sigterm_under_load_with_a_half_open_connection_stops_within_the_grace()
     for task in tasks {
         task.await.unwrap();
     }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert_nothing_acknowledged_was_lost(&db, &acknowledged).await;
+    db.drop_it().await;
+}
+
+/// A TCP proxy in front of PostgreSQL that can play a database restart: `down` cuts every open
+/// connection and refuses new ones, as a restarting server does, without touching the server the
+/// rest of the suite uses; `up` lets connections through again.
+struct DatabaseProxy {
+    port: u16,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl DatabaseProxy {
+    async fn start(target: u16) -> DatabaseProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let accepting = tokio::spawn({
+            let down = Arc::clone(&down);
+            let connections = Arc::clone(&connections);
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if down.load(std::sync::atomic::Ordering::SeqCst) {
+                        continue; // dropped: the connection is refused
+                    }
+                    let relay = tokio::spawn(async move {
+                        if let Ok(mut outbound) =
+                            tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                        {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    connections.lock().unwrap().push(relay);
+                }
+            }
+        });
+        DatabaseProxy {
+            port,
+            down,
+            connections,
+            accepting,
+        }
+    }
+
+    fn down(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for relay in self.connections.lock().unwrap().drain(..) {
+            relay.abort();
+        }
+    }
+
+    fn up(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for DatabaseProxy {
+    fn drop(&mut self) {
+        self.accepting.abort();
+        self.down();
+    }
+}
+
+/// One answer seen by the load: when it was asked (since the start), how long it took, status.
+#[derive(Debug, Clone, Copy)]
+struct Answer {
+    asked: Duration,
+    took: Duration,
+    status: u16,
+}
+
+#[tokio::test]
+async fn a_database_restart_under_load_gives_fast_503s_heals_itself_and_loses_nothing() {
+    let db = ScratchDatabase::new("cl_fault");
+    let proxy = DatabaseProxy::start(5432).await;
+    let mut proxied = PgConnectOptions::from_str(&db.url).unwrap();
+    proxied = proxied.port(proxy.port);
+    let port = free_port();
+    let mut child = binary()
+        .arg("serve")
+        .env("DATABASE_URL", proxied.to_url_lossy().to_string())
+        .env("LEDGER_LISTEN", format!("127.0.0.1:{port}"))
+        .env("LEDGER_ADMIN_TOKENS", ADMIN)
+        .env("LEDGER_SERVICE_TOKENS", SERVICE)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(ready_within_10s(port).await, "the service did not start");
+    seed(port).await;
+
+    let started = Instant::now();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answers = Arc::new(Mutex::new(Vec::<Answer>::new()));
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(40))
+        .build()
+        .unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|c| {
+            let (client, stop, answers, acknowledged) = (
+                client.clone(),
+                Arc::clone(&stop),
+                Arc::clone(&answers),
+                Arc::clone(&acknowledged),
+            );
+            tokio::spawn(async move {
+                let key = ["key_a", "key_b", "key_c"][c % 3];
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    i += 1;
+                    let asked = started.elapsed();
+                    let response = client
+                        .post(format!("http://127.0.0.1:{port}/v1/accounts/{key}/debits"))
+                        .bearer_auth(SERVICE)
+                        .header("Idempotency-Key", format!("r{c}-{i}"))
+                        .json(&json!({"operation": "op"}))
+                        .send()
+                        .await
+                        .expect("the service answers throughout");
+                    let status = response.status().as_u16();
+                    let body: Value = response.json().await.unwrap_or(Value::Null);
+                    if status == 201 {
+                        acknowledged
+                            .lock()
+                            .unwrap()
+                            .push(body["id"].as_str().unwrap().to_owned());
+                    } else {
+                        assert_eq!(status, 503, "{body}");
+                        assert!(
+                            body["error"]["code"]
+                                .as_str()
+                                .is_some_and(|code| code.starts_with("database_")),
+                            "{body}"
+                        );
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    let took = started.elapsed() - asked;
+                    answers.lock().unwrap().push(Answer {
+                        asked,
+                        took,
+                        status,
+                    });
+                }
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let outage_began = started.elapsed();
+    proxy.down();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    proxy.up();
+    let outage_ended = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for task in tasks {
+        task.await.unwrap();
+    }
+
+    let answers = answers.lock().unwrap().clone();
+    let during: Vec<&Answer> = answers
+        .iter()
+        .filter(|a| a.asked >= outage_began + Duration::from_millis(100) && a.asked < outage_ended)
+        .collect();
+    let slowest = during.iter().map(|a| a.took).max().unwrap_or_default();
+    assert!(
+        during.iter().any(|a| a.status == 503),
+        "the outage was seen"
+    );
+    assert!(
+        slowest < Duration::from_secs(6),
+        "a request during the outage took {slowest:?}"
+    );
+    // Healed by itself: debits succeed again within 2 s of the database's return.
+    let healed = answers
+        .iter()
+        .filter(|a| a.status == 201 && a.asked >= outage_ended)
+        .map(|a| a.asked - outage_ended)
+        .min();
+    assert!(
+        healed.is_some_and(|after| after < Duration::from_secs(2)),
+        "first success after the outage: {healed:?}"
+    );
+    eprintln!(
+        "database outage: {} answers during it (slowest {slowest:?}), first 201 {healed:?} after",
+        during.len()
+    );
+
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(proxy);
     let acknowledged = acknowledged.lock().unwrap().clone();
     assert_nothing_acknowledged_was_lost(&db, &acknowledged).await;
     db.drop_it().await;

@@ -146,6 +146,9 @@ impl Drop for TestApp {
     }
 }
 
+/// The key that seals webhook secrets in tests (`LEDGER_SECRETS_KEY`).
+pub const SECRETS_KEY: &str = "c2VhbGluZyBrZXkgZm9yIHRoZSB0ZXN0IHN1aXRlISE=";
+
 pub async fn spawn_app() -> TestApp {
     let db = Arc::new(TestDb::new().await);
     spawn_app_on(db).await
@@ -186,6 +189,7 @@ async fn spawn_configured(db: Arc<TestDb>, settings: &[(&str, &str)]) -> TestApp
             "LEDGER_SERVICE_TOKENS" => Some(SERVICE.to_owned()),
             // Tests' webhook receivers listen on loopback.
             "LEDGER_WEBHOOK_ALLOW_PRIVATE_NETWORKS" => Some("true".to_owned()),
+            "LEDGER_SECRETS_KEY" => Some(SECRETS_KEY.to_owned()),
             _ => None,
         }
     })
@@ -740,4 +744,31 @@ pub async fn ready_within_10s(port: u16) -> bool {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
+}
+
+/// A fresh, empty database for a real binary to create and migrate; dropped by `drop_it`.
+pub struct ScratchDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl ScratchDatabase {
+    pub fn new(prefix: &str) -> ScratchDatabase {
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        let server = PgConnectOptions::from_str(&server_url()).unwrap();
+        let url = server.database(&name).to_url_lossy().to_string();
+        ScratchDatabase { name, url }
+    }
+
+    pub async fn drop_it(self) {
+        let server = PgConnectOptions::from_str(&server_url()).unwrap();
+        let mut conn = PgConnection::connect_with(&server).await.unwrap();
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
 }

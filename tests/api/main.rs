@@ -10,6 +10,7 @@ mod concurrency;
 mod debits;
 mod edges;
 mod faults;
+mod fuzz;
 mod grants;
 mod health;
 mod idempotency;

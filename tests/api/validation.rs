@@ -362,3 +362,31 @@ async fn a_whole_float_is_an_integer() {
         .await
         .assert_error(422, "invalid_request");
 }
+
+#[tokio::test]
+async fn metadata_numbers_at_the_ends_of_the_float_range_read_back_unchanged() {
+    // PostgreSQL keeps a JSON number as an exact decimal: 1.7976931348623157e308 comes back as
+    // 309 digits, which must parse back to the same float (schemathesis found a 500 here).
+    let app = spawn_app().await;
+    ready(&app).await;
+    let metadata = json!({"max": f64::MAX, "lowest": f64::MIN, "tiny": 5e-324,
+                          "big": 1e20, "nested": [{"x": -9.240820642616882e248}]});
+    let grant = app
+        .post("/v1/accounts/key_1/grants")
+        .idempotency_key("float-ends")
+        .json(json!({"kind": "pack", "amount": 5, "metadata": metadata}))
+        .send()
+        .await;
+    grant.assert_status(201);
+    assert_eq!(grant.body["metadata"], metadata);
+    let grants = app.get("/v1/accounts/key_1/grants").send().await;
+    grants.assert_status(200);
+    assert_eq!(grants.body["data"][0]["metadata"], metadata);
+    app.get("/v1/accounts/key_1/balance")
+        .send()
+        .await
+        .assert_status(200);
+    app.debit("key_1", json!({"cost": 1}))
+        .await
+        .assert_status(201);
+}

@@ -632,3 +632,116 @@ async fn a_replayed_creation_shows_the_secret_only_while_the_endpoint_exists() {
         .await
         .assert_error(404, "webhook_endpoint_not_found");
 }
+
+#[tokio::test]
+async fn secrets_are_sealed_at_rest_and_still_sign() {
+    let app = spawn_app().await;
+    plan_100(&app).await;
+    let receiver = Receiver::start().await;
+    let endpoint = subscribe(&app, &receiver, json!([])).await;
+    let secret = endpoint["secret"].as_str().unwrap();
+    let stored: String = sqlx::query_scalar("SELECT secret FROM webhook_endpoints")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert!(stored.starts_with("sealed.v1."), "{stored}");
+    assert!(!stored.contains(secret.trim_start_matches("whsec_")));
+    // The receiver checks the signature with the secret it was shown.
+    app.debit("key_1", json!({"cost": 85}))
+        .await
+        .assert_status(201);
+    assert_eq!(app.webhooks().deliver_due(10).await.unwrap(), 1);
+    assert_eq!(receiver.types(), ["credits.threshold_reached"]);
+}
+
+#[tokio::test]
+async fn without_a_secrets_key_no_endpoint_is_created_and_the_setting_is_named() {
+    let app = spawn_app_with(&[("LEDGER_SECRETS_KEY", "")]).await;
+    let refused = app
+        .post("/v1/webhook-endpoints")
+        .json(json!({"url": "http://127.0.0.1:9/hook"}))
+        .send()
+        .await;
+    refused.assert_error(503, "encryption_unavailable");
+    assert_eq!(
+        refused.body["error"]["details"]["setting"],
+        "LEDGER_SECRETS_KEY"
+    );
+    assert_eq!(app.count("webhook_endpoints").await, 0);
+}
+
+#[tokio::test]
+async fn plain_secrets_from_before_and_a_rotated_key_are_sealed_again_at_start() {
+    let app = spawn_app().await;
+    plan_100(&app).await;
+    let receiver = Receiver::start().await;
+    let create = json!({"url": receiver.url, "events": []});
+    let endpoint = app
+        .post("/v1/webhook-endpoints")
+        .idempotency_key("hook-1")
+        .json(create.clone())
+        .send()
+        .await;
+    endpoint.assert_status(201);
+    let endpoint = endpoint.body;
+    let id: uuid::Uuid = endpoint["id"].as_str().unwrap().parse().unwrap();
+    // An endpoint stored before sealing existed: its secret in plain text.
+    let old_secret = "whsec_c2VjcmV0IGZyb20gYmVmb3JlIHNlYWxpbmcgZXhpc3RlZCE=";
+    let old_id = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO webhook_endpoints (id, url, events, secret, created_at)
+         VALUES ($1, $2, '{}', $3, now())",
+    )
+    .bind(old_id)
+    .bind(format!("{}?old", receiver.url))
+    .bind(old_secret)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    // A new key comes first; the old one stays to open what it sealed.
+    let new_key = STANDARD.encode([42u8; 32]);
+    let rotated = spawn_app_on_with(
+        Arc::clone(&app.db),
+        &[(
+            "LEDGER_SECRETS_KEY",
+            &format!("{new_key},{}", crate::helpers::SECRETS_KEY),
+        )],
+    )
+    .await;
+    assert_eq!(rotated.webhooks().seal_stored_secrets().await.unwrap(), 2);
+    assert_eq!(rotated.webhooks().seal_stored_secrets().await.unwrap(), 0);
+    let stored: Vec<String> = sqlx::query_scalar("SELECT secret FROM webhook_endpoints")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
+    assert!(
+        stored.iter().all(|s| s.starts_with("sealed.v1.")),
+        "{stored:?}"
+    );
+    // The instance that has only the new key still signs for both endpoints.
+    let only_new =
+        spawn_app_on_with(Arc::clone(&app.db), &[("LEDGER_SECRETS_KEY", &new_key)]).await;
+    let replay = only_new
+        .post("/v1/webhook-endpoints")
+        .idempotency_key("hook-1")
+        .json(create)
+        .send()
+        .await;
+    replay.assert_status(201);
+    assert_eq!(replay.body["id"], id.to_string());
+    assert_eq!(replay.body["secret"], endpoint["secret"]);
+    // And an instance without that key reports the delivery failure instead of signing wrongly.
+    let stale = spawn_app_on(Arc::clone(&app.db)).await;
+    only_new
+        .debit("key_1", json!({"cost": 85}))
+        .await
+        .assert_status(201);
+    assert_eq!(stale.webhooks().deliver_due(10).await.unwrap(), 2);
+    assert!(receiver.types().is_empty());
+    let log = only_new
+        .get(&format!("/v1/webhook-endpoints/{id}/deliveries"))
+        .send()
+        .await;
+    let error = log.body["data"][0]["last_error"].as_str().unwrap();
+    assert!(error.contains("LEDGER_SECRETS_KEY"), "{error}");
+}

@@ -195,6 +195,20 @@ impl From<LedgerError> for ApiError {
             LedgerError::Unprocessable { code, message } => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
             }
+            LedgerError::UnknownPack { pack, known } => {
+                let known: Vec<&str> = known.iter().map(|p| p.as_str()).collect();
+                let offer = if known.is_empty() {
+                    "the plan sells no packs".to_owned()
+                } else {
+                    format!("the plan sells {}", known.join(", "))
+                };
+                Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unknown_pack",
+                    format!("pack {pack} is not in the catalogue of the account's plan; {offer}"),
+                )
+                .with_details(json!({"field": "pack", "pack": pack, "known": known}))
+            }
             LedgerError::InvalidPlan(field) => Self::invalid_field("invalid_plan", &field),
             LedgerError::Invalid(field) => Self::invalid_field("invalid_request", &field),
             LedgerError::Price(price) => match &price {

@@ -15,9 +15,11 @@ use super::extract::{AppJson, AppPath, AppQuery, IdempotencyKey};
 use super::idempotency::{idempotency, render};
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::ledger::grant::GrantRequest;
+use crate::ledger::grant::{GrantRequest, GrantSource};
 use crate::ledger::model::{Grant, GrantPage};
-use crate::ledger::types::{check_positive, check_timestamp, GrantKind, InvalidField, PoolName};
+use crate::ledger::types::{
+    check_positive, check_timestamp, GrantKind, InvalidField, PackId, PoolName,
+};
 
 fn field(f: InvalidField) -> ApiError {
     ApiError::invalid_field("invalid_request", &f)
@@ -26,28 +28,94 @@ fn field(f: InvalidField) -> ApiError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrantBody {
+    pack: Option<String>,
     pool: Option<String>,
-    kind: String,
-    amount: i64,
+    /// Absent differs from null (refused, as the schema says), hence the double options.
+    #[serde(default, deserialize_with = "present")]
+    kind: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    amount: Option<Option<i64>>,
     expires_at: Option<DateTime<Utc>>,
     effective_at: Option<DateTime<Utc>>,
     priority: Option<i32>,
     metadata: Option<Value>,
 }
 
+fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
 impl GrantBody {
     fn validate(self) -> Result<GrantRequest, ApiError> {
-        let pool =
-            PoolName::parse("pool", self.pool.as_deref().unwrap_or("credits")).map_err(field)?;
-        let kind = GrantKind::ADMIN
-            .into_iter()
-            .find(|k| k.as_str() == self.kind)
-            .ok_or_else(|| {
-                field(InvalidField::new(
-                    "kind",
-                    "must be pack, promotional or adjustment (allowance and rollover come from periods)",
-                ))
-            })?;
+        if let Some(None) = self.kind {
+            return Err(field(InvalidField::new(
+                "kind",
+                "must be pack, promotional or adjustment, not null",
+            )));
+        }
+        if let Some(None) = self.amount {
+            return Err(field(InvalidField::new(
+                "amount",
+                "must be a number of credits, not null",
+            )));
+        }
+        let kind = self.kind.flatten();
+        let amount = self.amount.flatten();
+        let source = match self.pack {
+            Some(pack) => {
+                // The catalogue decides these; a body that also sets them is a mistake.
+                let conflicting = [
+                    ("amount", amount.is_some()),
+                    ("pool", self.pool.is_some()),
+                    ("expires_at", self.expires_at.is_some()),
+                    ("kind", kind.as_deref().is_some_and(|k| k != "pack")),
+                ];
+                if let Some((name, _)) = conflicting.iter().find(|(_, set)| *set) {
+                    return Err(field(InvalidField::new(
+                        *name,
+                        "comes from the pack's catalogue entry: leave it out when pack is given",
+                    )));
+                }
+                GrantSource::Pack(PackId::parse("pack", &pack).map_err(field)?)
+            }
+            None => {
+                let pool = PoolName::parse("pool", self.pool.as_deref().unwrap_or("credits"))
+                    .map_err(field)?;
+                let kind = kind.as_deref().ok_or_else(|| {
+                    field(InvalidField::new(
+                        "kind",
+                        "is required with amount (pack, promotional or adjustment); or give pack instead",
+                    ))
+                })?;
+                let kind = GrantKind::ADMIN
+                    .into_iter()
+                    .find(|k| k.as_str() == kind)
+                    .ok_or_else(|| {
+                        field(InvalidField::new(
+                            "kind",
+                            "must be pack, promotional or adjustment (allowance and rollover come from periods)",
+                        ))
+                    })?;
+                let amount = amount.ok_or_else(|| {
+                    field(InvalidField::new(
+                        "amount",
+                        "is required: the credits to grant (or give pack instead)",
+                    ))
+                })?;
+                GrantSource::Amount {
+                    pool,
+                    kind,
+                    amount: check_positive("amount", amount).map_err(field)?,
+                    expires_at: self
+                        .expires_at
+                        .map(|t| check_timestamp("expires_at", t.trunc_subsecs(6)))
+                        .transpose()
+                        .map_err(field)?,
+                }
+            }
+        };
         let priority = self.priority.unwrap_or(0);
         if !(-1000..=1000).contains(&priority) {
             return Err(field(InvalidField::new(
@@ -56,22 +124,36 @@ impl GrantBody {
             )));
         }
         Ok(GrantRequest {
-            pool,
-            kind,
-            amount: check_positive("amount", self.amount).map_err(field)?,
+            source,
             effective_at: self
                 .effective_at
                 .map(|t| check_timestamp("effective_at", t.trunc_subsecs(6)))
                 .transpose()
                 .map_err(field)?,
-            expires_at: self
-                .expires_at
-                .map(|t| check_timestamp("expires_at", t.trunc_subsecs(6)))
-                .transpose()
-                .map_err(field)?,
             priority,
             metadata: metadata_object(self.metadata)?.unwrap_or_else(|| json!({})),
         })
+    }
+}
+
+/// The parameters an `Idempotency-Key` is bound to. Amount grants keep the shape they had before
+/// packs existed, so that a retry across an upgrade still replays.
+fn normalized(request: &GrantRequest) -> Value {
+    match &request.source {
+        GrantSource::Amount {
+            pool,
+            kind,
+            amount,
+            expires_at,
+        } => json!({
+            "pool": pool, "kind": kind, "amount": amount,
+            "effective_at": request.effective_at, "expires_at": expires_at,
+            "priority": request.priority, "metadata": request.metadata,
+        }),
+        GrantSource::Pack(pack) => json!({
+            "pack": pack, "effective_at": request.effective_at,
+            "priority": request.priority, "metadata": request.metadata,
+        }),
     }
 }
 
@@ -85,12 +167,11 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let account = key_id(&raw_key)?;
     let request = body.validate()?;
-    let normalized = json!({
-        "pool": request.pool, "kind": request.kind, "amount": request.amount,
-        "effective_at": request.effective_at, "expires_at": request.expires_at,
-        "priority": request.priority, "metadata": request.metadata,
-    });
-    let idem = idempotency(key, "POST /v1/accounts/{key_id}/grants", &normalized);
+    let idem = idempotency(
+        key,
+        "POST /v1/accounts/{key_id}/grants",
+        &normalized(&request),
+    );
     let outcome = state
         .ledger
         .create_grant(&account, &request, idem.as_ref())

@@ -17,6 +17,7 @@ pub struct PlanRow {
     operations: Json<serde_json::Value>,
     ratelimits: Json<serde_json::Value>,
     thresholds: Json<serde_json::Value>,
+    packs: Json<serde_json::Value>,
     created_at: DateTime<Utc>,
 }
 
@@ -37,6 +38,7 @@ impl PlanRow {
                     .map_err(|e| decode(Box::new(e)))?,
                 thresholds: serde_json::from_value(self.thresholds.0)
                     .map_err(|e| decode(Box::new(e)))?,
+                packs: serde_json::from_value(self.packs.0).map_err(|e| decode(Box::new(e)))?,
             },
             created_at: self.created_at,
         })
@@ -44,7 +46,7 @@ impl PlanRow {
 }
 
 const COLUMNS: &str = "p.id, p.version, p.name, p.interval, p.pools, p.operations, p.ratelimits, \
-                       p.thresholds, p.created_at";
+                       p.thresholds, p.packs, p.created_at";
 
 /// The latest version of a plan, or a given one.
 pub async fn get(
@@ -127,8 +129,8 @@ pub async fn insert_version(
 ) -> Result<Plan, sqlx::Error> {
     sqlx::query(
         "INSERT INTO plans (id, version, name, interval, pools, operations, ratelimits, created_at,
-                            thresholds)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                            thresholds, packs)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(id.as_str())
     .bind(version)
@@ -139,6 +141,7 @@ pub async fn insert_version(
     .bind(Json(&definition.ratelimits))
     .bind(now)
     .bind(Json(&definition.thresholds))
+    .bind(Json(&definition.packs))
     .execute(&mut *conn)
     .await?;
     sqlx::query("UPDATE plan_heads SET latest_version = $2, updated_at = $3 WHERE id = $1")

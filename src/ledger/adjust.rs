@@ -81,6 +81,7 @@ pub fn adjust(
                 priority: 0,
                 period_start: None,
                 metadata: metadata.clone(),
+                pack: None,
                 entry_kind: EntryKind::Adjustment,
                 refs: EntryRefs {
                     adjustment_id: Some(id),

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::pricing::PriceError;
-use super::types::{InvalidField, KeyId, PlanId, PoolName, ReservationStatus};
+use super::types::{InvalidField, KeyId, PackId, PlanId, PoolName, ReservationStatus};
 
 /// Why a debit or hold was refused: everything the 402 tells the customer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +45,8 @@ pub enum LedgerError {
         refunded: i64,
         requested: i64,
     },
+    #[error("pack {pack} is not in the catalogue of the account's plan")]
+    UnknownPack { pack: PackId, known: Vec<PackId> },
     #[error("invalid plan: {0}")]
     InvalidPlan(InvalidField),
     #[error("{0}")]

@@ -9,17 +9,28 @@ use super::error::LedgerError;
 use super::model::Grant;
 use super::pricing::PriceError;
 use super::state::{AccountState, EntryRefs, NewGrant};
-use super::types::{EntryKind, GrantKind, InvalidField, PoolName};
+use super::types::{EntryKind, GrantKind, InvalidField, PackId, PoolName};
 use super::view;
+
+/// What a grant holds: an amount given by the admin, or a pack of the account's plan.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GrantSource {
+    Amount {
+        pool: PoolName,
+        kind: GrantKind,
+        amount: i64,
+        expires_at: Option<DateTime<Utc>>,
+    },
+    /// A `pack` grant with the catalogue's pool, credits and expiry (counted from its
+    /// effective time), as the plan's latest version defines them when it is made.
+    Pack(PackId),
+}
 
 /// A validated grant request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GrantRequest {
-    pub pool: PoolName,
-    pub kind: GrantKind,
-    pub amount: i64,
+    pub source: GrantSource,
     pub effective_at: Option<DateTime<Utc>>,
-    pub expires_at: Option<DateTime<Utc>>,
     pub priority: i32,
     pub metadata: Value,
 }
@@ -29,11 +40,39 @@ pub fn grant(
     request: &GrantRequest,
     now: DateTime<Utc>,
 ) -> Result<Grant, LedgerError> {
-    if !state.pools.contains_key(&request.pool) {
-        return Err(PriceError::UnknownPool(request.pool.clone()).into());
-    }
     let effective_at = request.effective_at.unwrap_or(now);
-    if let Some(expires_at) = request.expires_at {
+    let (pool, kind, amount, expires_at, pack) = match &request.source {
+        GrantSource::Amount {
+            pool,
+            kind,
+            amount,
+            expires_at,
+        } => (pool.clone(), *kind, *amount, *expires_at, None),
+        GrantSource::Pack(id) => {
+            let pack = state
+                .plan
+                .packs
+                .get(id)
+                .ok_or_else(|| LedgerError::UnknownPack {
+                    pack: id.clone(),
+                    known: state.plan.packs.keys().cloned().collect(),
+                })?;
+            let expires_at = pack
+                .expires_in_days
+                .map(|days| effective_at + chrono::Duration::days(i64::from(days)));
+            (
+                pack.pool.clone(),
+                GrantKind::Pack,
+                pack.credits,
+                expires_at,
+                Some(id.clone()),
+            )
+        }
+    };
+    if !state.pools.contains_key(&pool) {
+        return Err(PriceError::UnknownPool(pool).into());
+    }
+    if let Some(expires_at) = expires_at {
         if expires_at <= now || expires_at <= effective_at {
             return Err(LedgerError::Invalid(InvalidField::new(
                 "expires_at",
@@ -43,14 +82,15 @@ pub fn grant(
     }
     let id = state.add_grant(
         NewGrant {
-            pool: request.pool.clone(),
-            kind: request.kind,
-            amount: request.amount,
+            pool: pool.clone(),
+            kind,
+            amount,
             effective_at,
-            expires_at: request.expires_at,
+            expires_at,
             priority: request.priority,
             period_start: None,
             metadata: request.metadata.clone(),
+            pack,
             entry_kind: EntryKind::Grant,
             refs: EntryRefs::default(),
             balance_at: now,
@@ -64,7 +104,7 @@ pub fn grant(
     let grant = view::grant(&key_id, record, now);
     let payload = serde_json::to_value(&grant).map_err(|e| super::error::corrupt(e.to_string()))?;
     state.emit(alerts::GRANT_CREATED, payload, now);
-    alerts::thresholds_resolved(state, &request.pool, now)?;
+    alerts::thresholds_resolved(state, &pool, now)?;
     Ok(grant)
 }
 

@@ -172,6 +172,9 @@ pub struct Grant {
     pub metadata: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub voided_at: Option<DateTime<Utc>>,
+    /// The catalogue pack it was made from; null otherwise.
+    #[serde(default)]
+    pub pack: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::types::{
-    check_non_negative, check_positive, Interval, InvalidField, OperationName, PlanId, PoolName,
-    DEFAULT_POOL,
+    check_non_negative, check_positive, Interval, InvalidField, OperationName, PackId, PlanId,
+    PoolName, DEFAULT_POOL,
 };
 
 /// One pool in a plan. `allowance: None` is an unlimited pool.
@@ -44,6 +44,25 @@ pub struct RateLimit {
     pub duration_ms: i64,
 }
 
+/// What a pack costs the customer, in the currency's minor unit (cents for `usd`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Price {
+    pub amount: i64,
+    pub currency: String,
+}
+
+/// A pack of credits the plan sells: granted as a `pack` grant into `pool`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pack {
+    pub pool: PoolName,
+    pub credits: i64,
+    /// Days from the grant's effective time to its expiry; `None`: it never expires.
+    pub expires_in_days: Option<i32>,
+    pub price: Option<Price>,
+    /// The Stripe Price that Checkout sells it with (`price_…`).
+    pub stripe_price: Option<String>,
+}
+
 /// The versioned content of a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanDefinition {
@@ -54,6 +73,9 @@ pub struct PlanDefinition {
     pub ratelimits: Vec<RateLimit>,
     /// Percentages of a period's allowance used that are announced as events.
     pub thresholds: Vec<i32>,
+    /// The pack catalogue: what can be bought or granted by pack id.
+    #[serde(default)]
+    pub packs: BTreeMap<PackId, Pack>,
 }
 
 /// The thresholds a plan announces when it names none.
@@ -93,6 +115,7 @@ impl Plan {
                 operations,
                 ratelimits: Vec::new(),
                 thresholds: DEFAULT_THRESHOLDS.to_vec(),
+                packs: BTreeMap::new(),
             },
             created_at: Utc::now(),
         }
@@ -112,6 +135,29 @@ pub struct PlanBody {
     pub ratelimits: Vec<RateLimitBody>,
     #[serde(default)]
     pub thresholds: Option<Vec<i64>>,
+    #[serde(default)]
+    pub packs: BTreeMap<String, PackBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackBody {
+    #[serde(default)]
+    pub pool: Option<String>,
+    pub credits: i64,
+    #[serde(default)]
+    pub expires_in_days: Option<i64>,
+    #[serde(default)]
+    pub price: Option<PackPriceBody>,
+    #[serde(default)]
+    pub stripe_price: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackPriceBody {
+    pub amount: i64,
+    pub currency: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,6 +195,11 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Er
 const MAX_POOLS: usize = 32;
 const MAX_OPERATIONS: usize = 1000;
 const MAX_RATELIMITS: usize = 10;
+const MAX_PACKS: usize = 50;
+/// The longest a pack may last: ten years.
+const PACK_DAYS_MAX: i64 = 3_650;
+/// The highest price, in minor units (a billion in major units of a two-decimal currency).
+const PRICE_MAX: i64 = 100_000_000_000;
 /// Unkey's own bounds for a rate limit.
 const RATELIMIT_LIMIT_MAX: i64 = 1_000_000;
 const RATELIMIT_DURATION_MS: std::ops::RangeInclusive<i64> = 1_000..=2_592_000_000;
@@ -297,6 +348,7 @@ impl PlanBody {
                 seen
             }
         };
+        let packs = validate_packs(self.packs, &pools)?;
         Ok(PlanDefinition {
             name,
             interval: self.interval,
@@ -304,8 +356,107 @@ impl PlanBody {
             operations,
             ratelimits,
             thresholds,
+            packs,
         })
     }
+}
+
+fn validate_packs(
+    bodies: BTreeMap<String, PackBody>,
+    pools: &BTreeMap<PoolName, PoolSpec>,
+) -> Result<BTreeMap<PackId, Pack>, InvalidField> {
+    if bodies.len() > MAX_PACKS {
+        return Err(InvalidField::new(
+            "packs",
+            format!("may hold at most {MAX_PACKS} packs"),
+        ));
+    }
+    let mut packs = BTreeMap::new();
+    for (raw, body) in bodies {
+        let field = format!("packs.{raw}");
+        let id = PackId::parse(&field, &raw)?;
+        let pool = PoolName::parse(
+            &format!("{field}.pool"),
+            body.pool.as_deref().unwrap_or(DEFAULT_POOL),
+        )?;
+        match pools.get(&pool) {
+            None => {
+                return Err(InvalidField::new(
+                    format!("{field}.pool"),
+                    format!("names pool {pool}, which the plan does not define in pools"),
+                ))
+            }
+            Some(spec) if spec.allowance.is_none() => {
+                return Err(InvalidField::new(
+                    format!("{field}.pool"),
+                    format!("names pool {pool}, which is unlimited: a pack would add nothing"),
+                ))
+            }
+            Some(_) => {}
+        }
+        let credits = check_positive(&format!("{field}.credits"), body.credits)?;
+        let expires_in_days = body
+            .expires_in_days
+            .map(|days| {
+                i32::try_from(days)
+                    .ok()
+                    .filter(|d| (1..=PACK_DAYS_MAX).contains(&i64::from(*d)))
+                    .ok_or_else(|| {
+                        InvalidField::new(
+                            format!("{field}.expires_in_days"),
+                            format!("must be from 1 to {PACK_DAYS_MAX} days, or absent for never"),
+                        )
+                    })
+            })
+            .transpose()?;
+        let price = body
+            .price
+            .map(|price| {
+                if !(0..=PRICE_MAX).contains(&price.amount) {
+                    return Err(InvalidField::new(
+                        format!("{field}.price.amount"),
+                        format!(
+                            "must be from 0 to {PRICE_MAX}, in the currency's minor unit (cents for usd)"
+                        ),
+                    ));
+                }
+                let currency = price.currency.to_ascii_lowercase();
+                if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_lowercase()) {
+                    return Err(InvalidField::new(
+                        format!("{field}.price.currency"),
+                        "must be a three-letter ISO 4217 code such as usd or eur",
+                    ));
+                }
+                Ok(Price {
+                    amount: price.amount,
+                    currency,
+                })
+            })
+            .transpose()?;
+        if let Some(stripe_price) = &body.stripe_price {
+            let well_formed = stripe_price.len() <= 255
+                && stripe_price.strip_prefix("price_").is_some_and(|rest| {
+                    !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+                });
+            if !well_formed {
+                return Err(InvalidField::new(
+                    format!("{field}.stripe_price"),
+                    "must be the id of a Stripe Price (price_ followed by letters and digits)",
+                ));
+            }
+        }
+        packs.insert(
+            id,
+            Pack {
+                pool,
+                credits,
+                expires_in_days,
+                price,
+                stripe_price: body.stripe_price,
+            },
+        );
+    }
+    Ok(packs)
 }
 
 #[cfg(test)]
@@ -374,5 +525,71 @@ mod tests {
         for (json, field) in cases {
             assert_eq!(body(json).unwrap_err().field, field);
         }
+    }
+
+    #[test]
+    fn packs_validate_against_the_plan_pools() {
+        let plan = body(serde_json::json!({
+            "name": "Pro", "interval": "month",
+            "pools": {"credits": {"allowance": 100}, "free": {"allowance": null}},
+            "packs": {"starter": {"credits": 5000, "expires_in_days": 365,
+                                  "price": {"amount": 1900, "currency": "USD"},
+                                  "stripe_price": "price_1Abc"},
+                      "forever": {"credits": 10}},
+        }))
+        .unwrap();
+        let starter = &plan.packs[&PackId::parse("p", "starter").unwrap()];
+        assert_eq!(starter.pool.as_str(), "credits");
+        assert_eq!(starter.expires_in_days, Some(365));
+        assert_eq!(starter.price.as_ref().unwrap().currency, "usd");
+        assert_eq!(
+            plan.packs[&PackId::parse("p", "forever").unwrap()].expires_in_days,
+            None
+        );
+
+        let refused = |packs: serde_json::Value| {
+            body(serde_json::json!({"name": "P", "interval": "month",
+                                    "pools": {"credits": {"allowance": 100},
+                                              "free": {"allowance": null}},
+                                    "packs": packs}))
+            .unwrap_err()
+            .field
+        };
+        assert_eq!(
+            refused(serde_json::json!({"a": {"credits": 0}})),
+            "packs.a.credits"
+        );
+        assert_eq!(
+            refused(serde_json::json!({"a": {"credits": 1, "pool": "nope"}})),
+            "packs.a.pool"
+        );
+        assert_eq!(
+            refused(serde_json::json!({"a": {"credits": 1, "pool": "free"}})),
+            "packs.a.pool"
+        );
+        assert_eq!(
+            refused(serde_json::json!({"a": {"credits": 1, "expires_in_days": 0}})),
+            "packs.a.expires_in_days"
+        );
+        assert_eq!(
+            refused(
+                serde_json::json!({"a": {"credits": 1, "price": {"amount": -1, "currency": "usd"}}})
+            ),
+            "packs.a.price.amount"
+        );
+        assert_eq!(
+            refused(
+                serde_json::json!({"a": {"credits": 1, "price": {"amount": 1, "currency": "dollars"}}})
+            ),
+            "packs.a.price.currency"
+        );
+        assert_eq!(
+            refused(serde_json::json!({"a": {"credits": 1, "stripe_price": "prod_1"}})),
+            "packs.a.stripe_price"
+        );
+        assert_eq!(
+            refused(serde_json::json!({"a b": {"credits": 1}})),
+            "packs.a b"
+        );
     }
 }

@@ -29,7 +29,7 @@ use super::alerts::PERIOD_ROLLED;
 use super::command::{apply, Answer, Command, Idempotency, Request};
 use super::debit::DebitRequest;
 use super::error::LedgerError;
-use super::grant::GrantRequest;
+use super::grant::{GrantRequest, GrantSource};
 use super::model::{AdjustmentOp, Drawn};
 use super::periods::period_containing;
 use super::plan::{Plan, PlanDefinition, PoolSpec, UnitPrice, DEFAULT_THRESHOLDS};
@@ -229,6 +229,7 @@ fn plan() -> impl Strategy<Value = Plan> {
                     operations,
                     ratelimits: Vec::new(),
                     thresholds: DEFAULT_THRESHOLDS.to_vec(),
+                    packs: Default::default(),
                 },
                 created_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
             }
@@ -1222,30 +1223,36 @@ impl Model {
     }
 
     fn grant(&mut self, request: &GrantRequest, now: Time) -> Result<Outcome, Refusal> {
-        if !self.pools.contains_key(&request.pool) {
+        let GrantSource::Amount {
+            pool,
+            kind,
+            amount,
+            expires_at,
+        } = &request.source
+        else {
+            unreachable!("the model makes amount grants only");
+        };
+        if !self.pools.contains_key(pool) {
             return Err(Refusal::Price);
         }
         let effective_at = request.effective_at.unwrap_or(now);
-        if request
-            .expires_at
-            .is_some_and(|e| e <= now || e <= effective_at)
-        {
+        if expires_at.is_some_and(|e| e <= now || e <= effective_at) {
             return Err(Refusal::Invalid);
         }
         let i = self.add_grant(
-            &request.pool,
-            request.kind,
-            request.amount,
+            pool,
+            *kind,
+            *amount,
             effective_at,
-            request.expires_at,
+            *expires_at,
             request.priority,
             None,
             now,
         );
         Ok(Outcome::Grant {
             grant: i,
-            amount: request.amount,
-            remaining: request.amount,
+            amount: *amount,
+            remaining: *amount,
             status: if effective_at > now {
                 GrantStatus::Pending
             } else {
@@ -1528,11 +1535,13 @@ fn resolve(
             key,
         } => {
             let request = GrantRequest {
-                pool: pool(*p),
-                kind: *kind,
-                amount: *amount,
+                source: GrantSource::Amount {
+                    pool: pool(*p),
+                    kind: *kind,
+                    amount: *amount,
+                    expires_at: expires_in_minutes.map(|m| now + Duration::minutes(m)),
+                },
                 effective_at: effective_in_minutes.map(|m| now + Duration::minutes(m)),
-                expires_at: expires_in_minutes.map(|m| now + Duration::minutes(m)),
                 priority: *priority,
                 metadata: json!({}),
             };
@@ -2316,6 +2325,7 @@ fn plan_of(interval: Interval, credits: (i64, i64), tokens: Option<(i64, i64)>) 
             operations,
             ratelimits: Vec::new(),
             thresholds: DEFAULT_THRESHOLDS.to_vec(),
+            packs: Default::default(),
         },
         created_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
     })

@@ -111,6 +111,7 @@ pub fn refund(
                         priority: 0,
                         period_start: None,
                         metadata: json!({"debit_id": debit_id}),
+                        pack: None,
                         entry_kind: EntryKind::Refund,
                         refs: EntryRefs::default(),
                         balance_at: now,

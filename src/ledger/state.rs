@@ -18,7 +18,7 @@ use super::error::{checked, corrupt, LedgerError};
 use super::model::{AdjustmentOp, Drawn, RefundPart};
 use super::order::OrderKey;
 use super::plan::Plan;
-use super::types::{EntryKind, GrantKind, KeyId, PlanId, PoolName, ReservationStatus};
+use super::types::{EntryKind, GrantKind, KeyId, PackId, PlanId, PoolName, ReservationStatus};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccountRecord {
@@ -60,6 +60,9 @@ pub struct GrantRecord {
     pub metadata: Value,
     pub created_at: DateTime<Utc>,
     pub voided_at: Option<DateTime<Utc>>,
+    /// The catalogue pack it was made from.
+    #[serde(default)]
+    pub pack: Option<PackId>,
 }
 
 impl GrantRecord {
@@ -268,6 +271,8 @@ pub struct NewGrant {
     pub priority: i32,
     pub period_start: Option<DateTime<Utc>>,
     pub metadata: Value,
+    /// The catalogue pack it is made from.
+    pub pack: Option<PackId>,
     /// The journal entry's kind: `grant`, or the kind of the operation that made it.
     pub entry_kind: EntryKind,
     pub refs: EntryRefs,
@@ -294,6 +299,7 @@ impl NewGrant {
             priority: 0,
             period_start: Some(start),
             metadata: empty_object(),
+            pack: None,
             entry_kind: EntryKind::Grant,
             refs: EntryRefs::default(),
             balance_at,
@@ -496,6 +502,7 @@ impl AccountState {
             metadata: new.metadata,
             created_at: now,
             voided_at: None,
+            pack: new.pack,
         });
         self.effects.grants.insert(id);
         self.journal(

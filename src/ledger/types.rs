@@ -143,6 +143,14 @@ identifier!(
     "letters, digits, '_', '-', '.', ':' and '/'"
 );
 
+identifier!(
+    /// A pack in a plan's catalogue (`starter`, `pack_5k`, …).
+    PackId,
+    64,
+    id_char,
+    "letters, digits, '_', '-', '.' and ':'"
+);
+
 impl PoolName {
     pub fn default_pool() -> Self {
         Self(DEFAULT_POOL.to_owned())

@@ -96,6 +96,7 @@ pub fn grant(key_id: &str, g: &GrantRecord, now: DateTime<Utc>) -> Grant {
         metadata: g.metadata.clone(),
         created_at: g.created_at,
         voided_at: g.voided_at,
+        pack: g.pack.as_ref().map(|p| p.to_string()),
     }
 }
 

@@ -26,7 +26,8 @@ async fn seed(base: &str) {
     let client = reqwest::Client::new();
     let plan = json!({"name": "Pro", "interval": "month",
                       "pools": {"credits": {"allowance": 10_000, "rollover_cap": 5_000}},
-                      "operations": {"image.generate": {"cost": 10}, "search": {"cost": 1}}});
+                      "operations": {"image.generate": {"cost": 10}, "search": {"cost": 1}},
+                      "packs": {"starter": {"credits": 5000, "expires_in_days": 365}}});
     let calls = [
         ("/v1/plans/pro", plan),
         (

@@ -532,3 +532,182 @@ async fn plan_changes_refuse_unknown_plans_and_cross_interval_differences() {
     assert_eq!(app.snapshot().await, before);
     app.assert_audit_clean().await;
 }
+
+fn plan_with_packs(credits: i64) -> Value {
+    json!({"name": "Pro", "interval": "month",
+           "pools": {"credits": {"allowance": 100}, "gpu": {"allowance": 0}},
+           "operations": {"search": {"cost": 1}},
+           "packs": {"starter": {"credits": credits, "expires_in_days": 365,
+                                 "price": {"amount": 1900, "currency": "USD"},
+                                 "stripe_price": "price_1Starter"},
+                     "gpu_hours": {"pool": "gpu", "credits": 10}}})
+}
+
+#[tokio::test]
+async fn a_plan_shows_its_pack_catalogue_and_refuses_a_bad_pack() {
+    let app = spawn_app().await;
+    let plan = app.put_plan("pro", plan_with_packs(5000)).await;
+    let got = app.get("/v1/plans/pro").send().await;
+    got.assert_status(200);
+    assert_eq!(got.body["packs"], plan["packs"]);
+    assert_eq!(
+        got.body["packs"]["starter"],
+        json!({"pool": "credits", "credits": 5000, "expires_in_days": 365,
+               "price": {"amount": 1900, "currency": "usd"}, "stripe_price": "price_1Starter"})
+    );
+    assert_eq!(
+        got.body["packs"]["gpu_hours"],
+        json!({"pool": "gpu", "credits": 10, "expires_in_days": null, "price": null,
+               "stripe_price": null})
+    );
+    // A plan without packs shows an empty catalogue.
+    app.create_plan("basic", Some(10)).await;
+    let basic = app.get("/v1/plans/basic").send().await;
+    assert_eq!(basic.body["packs"], json!({}));
+
+    let mut bad = plan_with_packs(5000);
+    bad["packs"]["starter"]["pool"] = json!("nope");
+    let refused = app.put("/v1/plans/pro").json(bad).send().await;
+    refused.assert_error(422, "invalid_plan");
+    assert_eq!(
+        refused.body["error"]["details"]["field"],
+        "packs.starter.pool"
+    );
+    let versions = app.get("/v1/plans/pro").send().await;
+    assert_eq!(versions.body["version"], plan["version"], "nothing changed");
+}
+
+#[tokio::test]
+async fn a_pack_from_the_catalogue_is_granted_once_per_payment_with_its_expiry() {
+    let app = spawn_app().await;
+    app.put_plan("pro", plan_with_packs(5000)).await;
+    app.create_account("key_1", "pro").await;
+    let now = app.clock.now();
+    let body = json!({"pack": "starter", "metadata": {"payment_id": "pi_1"}});
+    let first = app
+        .post("/v1/accounts/key_1/grants")
+        .idempotency_key("pi_1")
+        .json(body.clone())
+        .send()
+        .await;
+    first.assert_status(201);
+    assert_eq!(first.body["kind"], "pack");
+    assert_eq!(first.body["pack"], "starter");
+    assert_eq!(first.body["pool"], "credits");
+    assert_eq!(first.body["amount"], 5000);
+    let expires: DateTime<Utc> = first.body["expires_at"].as_str().unwrap().parse().unwrap();
+    let effective: DateTime<Utc> = first.body["effective_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(expires - effective, Duration::days(365));
+    assert!((effective - now).num_seconds().abs() < 5);
+    let again = app
+        .post("/v1/accounts/key_1/grants")
+        .idempotency_key("pi_1")
+        .json(body)
+        .send()
+        .await;
+    again.assert_status(201);
+    assert_eq!(again.header("Idempotent-Replayed"), Some("true"));
+    assert_eq!(again.body["id"], first.body["id"]);
+    assert_eq!(app.available("key_1", "credits").await, Some(5100));
+
+    // Another pool's pack, without expiry; the grant list names the packs.
+    let gpu = app
+        .post("/v1/accounts/key_1/grants")
+        .json(json!({"pack": "gpu_hours"}))
+        .send()
+        .await;
+    gpu.assert_status(201);
+    assert_eq!(gpu.body["pool"], "gpu");
+    assert_eq!(gpu.body["expires_at"], Value::Null);
+    assert_eq!(app.available("key_1", "gpu").await, Some(10));
+    let grants = app.get("/v1/accounts/key_1/grants").send().await;
+    let packs: Vec<&Value> = grants.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| &g["pack"])
+        .collect();
+    // Newest first: the two packs, then the two pools' allowances.
+    assert_eq!(
+        packs,
+        [
+            &json!("gpu_hours"),
+            &json!("starter"),
+            &Value::Null,
+            &Value::Null
+        ]
+    );
+
+    // A new version of the plan changes what the next pack holds.
+    app.put_plan("pro", plan_with_packs(6000)).await;
+    let bigger = app
+        .post("/v1/accounts/key_1/grants")
+        .json(json!({"pack": "starter"}))
+        .send()
+        .await;
+    assert_eq!(bigger.body["amount"], 6000);
+    app.assert_audit_clean().await;
+}
+
+#[tokio::test]
+async fn a_pack_grant_refuses_unknown_packs_and_fields_the_catalogue_sets() {
+    let app = spawn_app().await;
+    app.put_plan("pro", plan_with_packs(5000)).await;
+    app.create_account("key_1", "pro").await;
+    let unknown = app
+        .post("/v1/accounts/key_1/grants")
+        .json(json!({"pack": "huge"}))
+        .send()
+        .await;
+    unknown.assert_error(422, "unknown_pack");
+    assert_eq!(
+        unknown.body["error"]["details"],
+        json!({"field": "pack", "pack": "huge", "known": ["gpu_hours", "starter"]})
+    );
+    assert!(unknown.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("sells gpu_hours, starter"));
+    for (extra, name) in [
+        (json!({"amount": 5}), "amount"),
+        (json!({"pool": "gpu"}), "pool"),
+        (json!({"expires_at": "2099-01-01T00:00:00Z"}), "expires_at"),
+        (json!({"kind": "promotional"}), "kind"),
+    ] {
+        let mut body = json!({"pack": "starter"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let refused = app
+            .post("/v1/accounts/key_1/grants")
+            .json(body)
+            .send()
+            .await;
+        refused.assert_error(422, "invalid_request");
+        assert_eq!(refused.body["error"]["details"]["field"], name);
+    }
+    // kind "pack" beside pack is fine; without pack, kind and amount stay required.
+    app.post("/v1/accounts/key_1/grants")
+        .json(json!({"pack": "starter", "kind": "pack"}))
+        .send()
+        .await
+        .assert_status(201);
+    let missing = app
+        .post("/v1/accounts/key_1/grants")
+        .json(json!({"kind": "pack"}))
+        .send()
+        .await;
+    missing.assert_error(422, "invalid_request");
+    assert_eq!(missing.body["error"]["details"]["field"], "amount");
+    let null_amount = app
+        .post("/v1/accounts/key_1/grants")
+        .json(json!({"kind": "pack", "amount": null}))
+        .send()
+        .await;
+    assert_eq!(null_amount.body["error"]["details"]["field"], "amount");
+    assert_eq!(app.available("key_1", "credits").await, Some(5100));
+}

@@ -9,7 +9,7 @@ use super::error::LedgerError;
 use super::model::Grant;
 use super::pricing::PriceError;
 use super::state::{AccountState, EntryRefs, NewGrant};
-use super::types::{EntryKind, GrantKind, InvalidField, PackId, PoolName};
+use super::types::{check_timestamp, EntryKind, GrantKind, InvalidField, PackId, PoolName};
 use super::view;
 
 /// What a grant holds: an amount given by the admin, or a pack of the account's plan.
@@ -59,7 +59,21 @@ pub fn grant(
                 })?;
             let expires_at = pack
                 .expires_in_days
-                .map(|days| effective_at + chrono::Duration::days(i64::from(days)));
+                .map(|days| {
+                    check_timestamp(
+                        "effective_at",
+                        effective_at + chrono::Duration::days(i64::from(days)),
+                    )
+                    .map_err(|_| {
+                        LedgerError::Invalid(InvalidField::new(
+                            "effective_at",
+                            format!(
+                                "is too late: the pack's {days} days would end after 9999-12-31"
+                            ),
+                        ))
+                    })
+                })
+                .transpose()?;
             (
                 pack.pool.clone(),
                 GrantKind::Pack,

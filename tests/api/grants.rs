@@ -690,6 +690,14 @@ async fn a_pack_grant_refuses_unknown_packs_and_fields_the_catalogue_sets() {
         refused.assert_error(422, "invalid_request");
         assert_eq!(refused.body["error"]["details"]["field"], name);
     }
+    // A pack whose expiry would fall after the year 9999 is refused, not stored.
+    let late = app
+        .post("/v1/accounts/key_1/grants")
+        .json(json!({"pack": "starter", "effective_at": "9999-06-01T00:00:00Z"}))
+        .send()
+        .await;
+    late.assert_error(422, "invalid_request");
+    assert_eq!(late.body["error"]["details"]["field"], "effective_at");
     // kind "pack" beside pack is fine; without pack, kind and amount stay required.
     app.post("/v1/accounts/key_1/grants")
         .json(json!({"pack": "starter", "kind": "pack"}))

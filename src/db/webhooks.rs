@@ -212,6 +212,30 @@ pub async fn record_attempt(
     Ok(())
 }
 
+/// Gives a claimed attempt back without counting it: it stays pending, due at `next_attempt_at`,
+/// with `error` saying why it was not sent.
+pub async fn hand_back(
+    conn: &mut PgConnection,
+    c: &Claimed,
+    next_attempt_at: DateTime<Utc>,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE webhook_deliveries
+            SET attempts = attempts - 1, leased_until = NULL, next_attempt_at = $4, last_error = $5
+          WHERE key_id = $1 AND endpoint_id = $2 AND event_id = $3 AND attempts = $6",
+    )
+    .bind(&c.key_id)
+    .bind(c.endpoint_id)
+    .bind(c.event_id)
+    .bind(next_attempt_at)
+    .bind(error)
+    .bind(c.attempts)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 // The endpoint secret never reaches a log line.
 impl std::fmt::Debug for EndpointRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

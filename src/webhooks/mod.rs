@@ -340,7 +340,28 @@ impl Webhooks {
             claimed
         };
         let attempts = claimed.len();
-        let sends = claimed.into_iter().map(|c| async move {
+        // A secret sealed under a key this process lacks (a replica not yet given the key, or one
+        // with only the old key during a rotation) is not this process's to send: the attempt is
+        // handed back uncounted, for a process that has the key, instead of using up retries.
+        let mut sendable = Vec::with_capacity(claimed.len());
+        for c in claimed {
+            match self.open(c.endpoint_id, &c.secret) {
+                Err(err @ (SealError::NoKeys | SealError::UnknownKey(_))) => {
+                    let later = self.clock.now() + chrono::Duration::seconds(60);
+                    let mut conn = self.db.acquire().await.map_err(ledger_err)?;
+                    db::webhooks::hand_back(
+                        &mut conn,
+                        &c,
+                        later,
+                        &format!("not sent by this process: {err}"),
+                    )
+                    .await
+                    .map_err(ledger_err)?;
+                }
+                _ => sendable.push(c),
+            }
+        }
+        let sends = sendable.into_iter().map(|c| async move {
             let outcome = self.send(&c).await;
             (c, outcome)
         });

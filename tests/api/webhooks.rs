@@ -684,16 +684,19 @@ async fn plain_secrets_from_before_and_a_rotated_key_are_sealed_again_at_start()
         .await;
     endpoint.assert_status(201);
     let endpoint = endpoint.body;
+    *receiver.state.secret.lock().unwrap() = endpoint["secret"].as_str().unwrap().to_owned();
     let id: uuid::Uuid = endpoint["id"].as_str().unwrap().parse().unwrap();
     // An endpoint stored before sealing existed: its secret in plain text.
     let old_secret = "whsec_c2VjcmV0IGZyb20gYmVmb3JlIHNlYWxpbmcgZXhpc3RlZCE=";
+    let old_receiver = Receiver::start().await;
+    *old_receiver.state.secret.lock().unwrap() = old_secret.to_owned();
     let old_id = uuid::Uuid::now_v7();
     sqlx::query(
         "INSERT INTO webhook_endpoints (id, url, events, secret, created_at)
          VALUES ($1, $2, '{}', $3, now())",
     )
     .bind(old_id)
-    .bind(format!("{}?old", receiver.url))
+    .bind(&old_receiver.url)
     .bind(old_secret)
     .execute(&app.db.pool)
     .await
@@ -742,6 +745,14 @@ async fn plain_secrets_from_before_and_a_rotated_key_are_sealed_again_at_start()
         .get(&format!("/v1/webhook-endpoints/{id}/deliveries"))
         .send()
         .await;
-    let error = log.body["data"][0]["last_error"].as_str().unwrap();
+    let delivery = &log.body["data"][0];
+    let error = delivery["last_error"].as_str().unwrap();
     assert!(error.contains("LEDGER_SECRETS_KEY"), "{error}");
+    // Handed back uncounted, for a process that has the key: no retry is used up.
+    assert_eq!(delivery["status"], "pending");
+    assert_eq!(delivery["attempts"], 0);
+    only_new.clock.advance(Duration::seconds(61));
+    assert_eq!(only_new.webhooks().deliver_due(10).await.unwrap(), 2);
+    assert_eq!(receiver.types(), ["credits.threshold_reached"]);
+    assert_eq!(old_receiver.types(), ["credits.threshold_reached"]);
 }

@@ -31,20 +31,14 @@ pub struct GrantBody {
     pack: Option<String>,
     pool: Option<String>,
     /// Absent differs from null (refused, as the schema says), hence the double options.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::ledger::types::present")]
     kind: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::ledger::types::present")]
     amount: Option<Option<i64>>,
     expires_at: Option<DateTime<Utc>>,
     effective_at: Option<DateTime<Utc>>,
     priority: Option<i32>,
     metadata: Option<Value>,
-}
-
-fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 impl GrantBody {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 use super::types::{
     check_non_negative, check_positive, Interval, InvalidField, OperationName, PackId, PlanId,
@@ -164,7 +164,7 @@ pub struct PackPriceBody {
 #[serde(deny_unknown_fields)]
 pub struct PoolBody {
     /// Present-and-null (unlimited) differs from absent (a mistake), hence the double option.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::ledger::types::present")]
     pub allowance: Option<Option<i64>>,
     #[serde(default)]
     pub rollover_cap: Option<i64>,
@@ -186,10 +186,6 @@ pub struct RateLimitBody {
     pub name: String,
     pub limit: i64,
     pub duration_ms: i64,
-}
-
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
-    Option::<i64>::deserialize(d).map(Some)
 }
 
 const MAX_POOLS: usize = 32;

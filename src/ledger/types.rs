@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// The largest amount of credits any single request may name (cost, allowance, grant …).
 /// Keeps every sum the ledger forms far from `i64` overflow.
@@ -63,6 +63,15 @@ fn operation_char(c: char) -> bool {
 
 fn pool_char(c: char) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.')
+}
+
+/// For `#[serde(default, deserialize_with = "present")]` on an `Option<Option<T>>` field:
+/// absent is `None`, present-and-null is `Some(None)`, a value is `Some(Some(v))`; for fields
+/// where null means something else than leaving the field out.
+pub fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 macro_rules! identifier {

@@ -36,6 +36,10 @@ pub struct AppState {
     /// The Unkey gate; `None` without `UNKEY_ROOT_KEY`.
     pub gate: Option<Arc<Gate>>,
     pub webhooks: Webhooks,
+    /// The Stripe client; `None` without `STRIPE_SECRET_KEY`.
+    pub stripe: Option<crate::stripe::Stripe>,
+    /// `STRIPE_WEBHOOK_SECRET`: verifies `POST /v1/stripe/webhook`; `None` leaves it off.
+    pub stripe_webhook_secret: Option<Arc<str>>,
     pub metrics: PrometheusHandle,
     /// One connection of its own for `/readyz`, so that the check never queues behind traffic.
     pub readiness: sqlx::PgPool,
@@ -69,9 +73,18 @@ impl AppState {
             .max_connections(1)
             .acquire_timeout(READINESS_TIMEOUT)
             .connect_lazy_with((*db.connect_options()).clone());
+        let stripe = config
+            .stripe
+            .secret_key
+            .as_deref()
+            .map(|key| crate::stripe::Stripe::new(&config.stripe.api_base, key))
+            .transpose()
+            .map_err(|e| format!("cannot build the Stripe client: {e}"))?;
         Ok(AppState {
             readiness,
             webhooks,
+            stripe,
+            stripe_webhook_secret: config.stripe.webhook_secret.as_deref().map(Arc::from),
             metrics: crate::telemetry::handle(),
             ledger: Ledger::with_writers(
                 db,

@@ -65,6 +65,9 @@ pub struct Config {
     /// `LEDGER_SECRETS_KEY`: the keys that seal webhook signing secrets at rest (the first seals,
     /// all open); `None` when unset, and then no webhook endpoint can be created.
     pub secrets_key: Option<crate::webhooks::sealed::SecretKeys>,
+    /// `STRIPE_SECRET_KEY`, `STRIPE_API_BASE`, `STRIPE_WEBHOOK_SECRET`, `STRIPE_METER_EVENT_NAME`:
+    /// all optional; without them the Stripe routes answer `503 billing_unavailable`.
+    pub stripe: crate::stripe::StripeSettings,
     /// `LEDGER_WEBHOOK_DELIVERY`: whether this process runs the delivery worker (default true).
     /// Off, events and their deliveries are still recorded and wait for a process that delivers.
     pub webhook_delivery: bool,
@@ -98,6 +101,7 @@ impl std::fmt::Debug for Config {
             .field("webhook_poll", &self.webhook_poll)
             .field("webhook_delivery", &self.webhook_delivery)
             .field("secrets_key", &self.secrets_key)
+            .field("stripe", &self.stripe)
             .finish()
     }
 }
@@ -288,6 +292,41 @@ impl Config {
                     })
                 })
                 .transpose()?,
+            stripe: crate::stripe::StripeSettings {
+                secret_key: lookup("STRIPE_SECRET_KEY").filter(|k| !k.trim().is_empty()),
+                api_base: match lookup("STRIPE_API_BASE") {
+                    None => crate::stripe::DEFAULT_API_BASE.to_owned(),
+                    Some(raw) => reqwest::Url::parse(&raw)
+                        .ok()
+                        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                        .map(|_| raw.trim_end_matches('/').to_owned())
+                        .ok_or_else(|| ConfigError {
+                            name: "STRIPE_API_BASE",
+                            reason: format!("{raw:?} is not an http(s) URL"),
+                        })?,
+                },
+                webhook_secret: lookup("STRIPE_WEBHOOK_SECRET").filter(|k| !k.trim().is_empty()),
+                meter_event_name: match lookup("STRIPE_METER_EVENT_NAME") {
+                    None => crate::stripe::DEFAULT_METER_EVENT_NAME.to_owned(),
+                    Some(name)
+                        if !name.is_empty()
+                            && name.len() <= 100
+                            && name
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+                    {
+                        name
+                    }
+                    Some(name) => {
+                        return Err(ConfigError {
+                            name: "STRIPE_METER_EVENT_NAME",
+                            reason: format!(
+                                "{name:?} is not 1 to 100 letters, digits, '_' or '-'"
+                            ),
+                        })
+                    }
+                },
+            },
             webhook_delivery: flag(
                 "LEDGER_WEBHOOK_DELIVERY",
                 lookup("LEDGER_WEBHOOK_DELIVERY"),
@@ -387,6 +426,32 @@ mod tests {
         let total: Duration = config.webhook_retry.iter().sum();
         assert!(total >= Duration::from_secs(86_400), "retries span a day");
         assert!(config.webhook_delivery && !config.webhook_allow_private);
+        assert!(config.stripe.secret_key.is_none() && config.stripe.webhook_secret.is_none());
+        assert_eq!(config.stripe.api_base, "https://api.stripe.com");
+        assert_eq!(config.stripe.meter_event_name, "credit_overage");
+    }
+
+    #[test]
+    fn stripe_settings_are_checked_and_their_secrets_never_printed() {
+        let config = parse(&[
+            ("STRIPE_SECRET_KEY", "sk_test_hidden"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_hidden"),
+            ("STRIPE_API_BASE", "http://127.0.0.1:9/"),
+        ])
+        .unwrap();
+        assert_eq!(config.stripe.api_base, "http://127.0.0.1:9");
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hidden"), "{printed}");
+        assert_eq!(
+            parse(&[("STRIPE_API_BASE", "stripe")]).unwrap_err().name,
+            "STRIPE_API_BASE"
+        );
+        assert_eq!(
+            parse(&[("STRIPE_METER_EVENT_NAME", "bad name")])
+                .unwrap_err()
+                .name,
+            "STRIPE_METER_EVENT_NAME"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod gate;
 pub mod ledger;
 pub mod scheduler;
 pub mod service;
+pub mod stripe;
 pub mod telemetry;
 pub mod unkey;
 pub mod webhooks;

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod adjustments;
 pub mod auth;
+pub mod billing;
 pub mod debits;
 pub mod extract;
 pub mod grants;
@@ -82,6 +83,11 @@ pub fn router(state: AppState) -> Router {
             "/v1/webhook-endpoints/{id}/deliveries",
             get(webhooks::deliveries),
         )
+        .route(
+            "/v1/accounts/{key_id}/checkout-sessions",
+            post(billing::checkout),
+        )
+        .route("/v1/stripe/webhook", post(billing::stripe_webhook))
         .route("/metrics", get(crate::telemetry::render))
         .route_layer(axum::middleware::from_fn(crate::telemetry::track))
         .fallback(|| async { ApiError::for_status(StatusCode::NOT_FOUND) })

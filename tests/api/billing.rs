@@ -1,0 +1,270 @@
+//! Selling packs through Stripe, against the Stripe double: Checkout Sessions, the signed
+//! webhook that grants a paid session's pack exactly once, and Stripe's failure modes.
+
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, spawn_app_with, TestApp, TestResponse, SERVICE};
+use crate::stripe_double::{signature, StripeDouble, SECRET_KEY, WEBHOOK_SECRET};
+
+async fn billing_app(stripe: &StripeDouble) -> TestApp {
+    let app = spawn_app_with(&[
+        ("STRIPE_SECRET_KEY", SECRET_KEY),
+        ("STRIPE_API_BASE", &stripe.base_url),
+        ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET),
+    ])
+    .await;
+    app.put_plan(
+        "pro",
+        json!({"name": "Pro", "interval": "month",
+               "pools": {"credits": {"allowance": 100}},
+               "operations": {"search": {"cost": 1}},
+               "packs": {"starter": {"credits": 5000, "expires_in_days": 365,
+                                     "price": {"amount": 1900, "currency": "usd"},
+                                     "stripe_price": "price_1Starter"},
+                         "manual": {"credits": 10}}}),
+    )
+    .await;
+    app.put("/v1/accounts/key_1")
+        .json(json!({"plan": "pro", "metadata": {"stripe_customer_id": "cus_123"}}))
+        .send()
+        .await
+        .assert_status(201);
+    stripe.add_price("price_1Starter");
+    app
+}
+
+async fn checkout(app: &TestApp, pack: &str, key: Option<&str>) -> TestResponse {
+    let call = app
+        .post("/v1/accounts/key_1/checkout-sessions")
+        .token(SERVICE)
+        .json(
+            json!({"pack": pack, "success_url": "https://example.com/thanks",
+                     "cancel_url": "https://example.com/pricing"}),
+        );
+    match key {
+        Some(key) => call.idempotency_key(key),
+        None => call,
+    }
+    .send()
+    .await
+}
+
+async fn deliver(app: &TestApp, event: &Value, signature_header: Option<String>) -> TestResponse {
+    let body = serde_json::to_vec(event).unwrap();
+    let call = app.post("/v1/stripe/webhook").no_token().raw_body(body);
+    match signature_header {
+        Some(header) => call.header("Stripe-Signature", &header),
+        None => call,
+    }
+    .send()
+    .await
+}
+
+fn signed(app: &TestApp, event: &Value) -> Option<String> {
+    let body = serde_json::to_vec(event).unwrap();
+    Some(signature(
+        &body,
+        WEBHOOK_SECRET,
+        app.clock.now().timestamp(),
+    ))
+}
+
+async fn pack_grants(app: &TestApp) -> usize {
+    let grants = app.get("/v1/accounts/key_1/grants").send().await;
+    grants.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["kind"] == "pack")
+        .count()
+}
+
+#[tokio::test]
+async fn without_stripe_settings_the_billing_routes_answer_503_naming_the_setting() {
+    let app = spawn_app().await;
+    app.create_plan("pro", Some(100)).await;
+    app.create_account("key_1", "pro").await;
+    let refused = checkout(&app, "starter", None).await;
+    refused.assert_error(503, "billing_unavailable");
+    assert_eq!(
+        refused.body["error"]["details"]["setting"],
+        "STRIPE_SECRET_KEY"
+    );
+    let refused = deliver(&app, &json!({"id": "evt_1"}), Some("t=1,v1=00".into())).await;
+    refused.assert_error(503, "billing_unavailable");
+    assert_eq!(
+        refused.body["error"]["details"]["setting"],
+        "STRIPE_WEBHOOK_SECRET"
+    );
+}
+
+#[tokio::test]
+async fn checkout_then_the_signed_webhook_grants_the_pack_exactly_once() {
+    let stripe = StripeDouble::start().await;
+    let app = billing_app(&stripe).await;
+    let session = checkout(&app, "starter", Some("order-1")).await;
+    session.assert_status(201);
+    let id = session.body["id"].as_str().unwrap().to_owned();
+    assert!(session.body["url"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://checkout.stripe.com/"));
+    let sent = &stripe.received()[0];
+    assert_eq!(sent.path, "/v1/checkout/sessions");
+    assert_eq!(sent.form["mode"], "payment");
+    assert_eq!(sent.form["line_items[0][price]"], "price_1Starter");
+    assert_eq!(sent.form["line_items[0][quantity]"], "1");
+    assert_eq!(sent.form["customer"], "cus_123");
+    assert_eq!(sent.form["metadata[credit_ledger_key_id]"], "key_1");
+    assert_eq!(sent.form["metadata[credit_ledger_pack]"], "starter");
+    assert_eq!(
+        sent.idempotency_key.as_deref(),
+        Some("credit-ledger:checkout:key_1:order-1")
+    );
+    // A retry with the same Idempotency-Key gets the same session back from Stripe.
+    let again = checkout(&app, "starter", Some("order-1")).await;
+    assert_eq!(again.body["id"], id.as_str());
+    assert_eq!(
+        pack_grants(&app).await,
+        0,
+        "nothing is granted before payment"
+    );
+
+    let event = stripe.completed_event(&id, "evt_1");
+    let first = deliver(&app, &event, signed(&app, &event)).await;
+    first.assert_status(200);
+    assert_eq!(first.body["grant"]["pack"], "starter");
+    assert_eq!(first.body["grant"]["amount"], 5000);
+    assert_eq!(
+        first.body["grant"]["metadata"],
+        json!({"stripe_checkout_session": id})
+    );
+    // Stripe delivers again (a retry, or another event for the same session): no second grant.
+    let again = deliver(&app, &event, signed(&app, &event)).await;
+    again.assert_status(200);
+    assert_eq!(again.body["grant"]["id"], first.body["grant"]["id"]);
+    let other_event = stripe.completed_event(&id, "evt_2");
+    deliver(&app, &other_event, signed(&app, &other_event))
+        .await
+        .assert_status(200);
+    assert_eq!(pack_grants(&app).await, 1);
+    assert_eq!(app.available("key_1", "credits").await, Some(5100));
+    app.assert_audit_clean().await;
+}
+
+#[tokio::test]
+async fn concurrent_deliveries_of_one_paid_session_grant_once() {
+    let stripe = StripeDouble::start().await;
+    let app = billing_app(&stripe).await;
+    let session = checkout(&app, "starter", None).await;
+    let id = session.body["id"].as_str().unwrap().to_owned();
+    let deliveries = (0..8).map(|i| {
+        let event = stripe.completed_event(&id, &format!("evt_{i}"));
+        let header = signed(&app, &event);
+        let app = &app;
+        async move { deliver(app, &event, header).await.status }
+    });
+    let statuses = futures::future::join_all(deliveries).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(pack_grants(&app).await, 1);
+    assert_eq!(app.available("key_1", "credits").await, Some(5100));
+}
+
+#[tokio::test]
+async fn forged_stale_or_unsigned_events_grant_nothing_and_others_are_ignored() {
+    let stripe = StripeDouble::start().await;
+    let app = billing_app(&stripe).await;
+    let session = checkout(&app, "starter", None).await;
+    let id = session.body["id"].as_str().unwrap().to_owned();
+    let event = stripe.completed_event(&id, "evt_1");
+    let body = serde_json::to_vec(&event).unwrap();
+    let now = app.clock.now().timestamp();
+    for header in [
+        None,
+        Some(signature(&body, "whsec_forged", now)),
+        Some(signature(&body, WEBHOOK_SECRET, now - 301)),
+        Some(signature(b"{\"other\": true}", WEBHOOK_SECRET, now)),
+        Some("t=abc,v1=zz".to_owned()),
+    ] {
+        deliver(&app, &event, header)
+            .await
+            .assert_error(400, "invalid_signature");
+    }
+    // Signed, but not a paid session of ours: acknowledged, nothing granted.
+    let mut unpaid = event.clone();
+    unpaid["data"]["object"]["payment_status"] = json!("unpaid");
+    let mut foreign = event.clone();
+    foreign["data"]["object"]["metadata"] = json!({});
+    let mut other_type = event.clone();
+    other_type["type"] = json!("customer.created");
+    for ignored in [unpaid, foreign, other_type] {
+        let answer = deliver(&app, &ignored, signed(&app, &ignored)).await;
+        answer.assert_status(200);
+        assert!(answer.body["ignored"].is_string(), "{}", answer.body);
+    }
+    assert_eq!(pack_grants(&app).await, 0);
+}
+
+#[tokio::test]
+async fn checkout_refusals_name_the_problem_and_stripe_failures_are_retried() {
+    let stripe = StripeDouble::start().await;
+    let app = billing_app(&stripe).await;
+    let unknown = checkout(&app, "huge", None).await;
+    unknown.assert_error(422, "unknown_pack");
+    let not_for_sale = checkout(&app, "manual", None).await;
+    not_for_sale.assert_error(422, "invalid_request");
+    assert_eq!(not_for_sale.body["error"]["details"]["field"], "pack");
+    let bad_url = app
+        .post("/v1/accounts/key_1/checkout-sessions")
+        .token(SERVICE)
+        .json(json!({"pack": "starter", "success_url": "/thanks",
+                     "cancel_url": "https://example.com"}))
+        .send()
+        .await;
+    assert_eq!(bad_url.body["error"]["details"]["field"], "success_url");
+    app.post("/v1/accounts/nobody/checkout-sessions")
+        .token(SERVICE)
+        .json(
+            json!({"pack": "starter", "success_url": "https://example.com/a",
+                     "cancel_url": "https://example.com/b"}),
+        )
+        .send()
+        .await
+        .assert_error(404, "account_not_found");
+    assert!(stripe.received().is_empty(), "no refusal reached Stripe");
+
+    // Stripe fails twice, then answers: one session, the retries carrying one Idempotency-Key.
+    stripe.fail_next(2);
+    let session = checkout(&app, "starter", None).await;
+    session.assert_status(201);
+    let keys: Vec<_> = stripe
+        .received()
+        .iter()
+        .map(|r| r.idempotency_key.clone().unwrap())
+        .collect();
+    assert_eq!(keys.len(), 3);
+    assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
+    // Stripe keeps failing: 503, retry later.
+    stripe.fail_next(3);
+    checkout(&app, "starter", None)
+        .await
+        .assert_error(503, "billing_unavailable");
+
+    // Stripe refuses (a price it does not know): 502 with Stripe's own words.
+    app.put_plan(
+        "pro",
+        json!({"name": "Pro", "interval": "month", "pools": {"credits": {"allowance": 100}},
+               "packs": {"starter": {"credits": 5000, "stripe_price": "price_1Gone"}}}),
+    )
+    .await;
+    let refused = checkout(&app, "starter", None).await;
+    refused.assert_error(502, "stripe_error");
+    assert!(refused.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("No such price: 'price_1Gone'"));
+    assert_eq!(
+        refused.body["error"]["details"]["stripe_error"]["code"],
+        "resource_missing"
+    );
+}

@@ -1,0 +1,236 @@
+//! A test double of Stripe that speaks the parts of its public API the ledger uses:
+//! form-encoded bodies, `Authorization: Bearer sk_…`, `Idempotency-Key` (the same key and body
+//! answer the first response again; the same key with another body is an `idempotency_error`),
+//! Stripe's error envelope `{"error": {"type", "code", "message", "param"}}`, and failure modes
+//! (5xx). It signs webhook events as Stripe does, with `Stripe-Signature`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Form, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+pub const SECRET_KEY: &str = "sk_test_credit_ledger";
+pub const WEBHOOK_SECRET: &str = "whsec_test_credit_ledger";
+
+/// One request the double received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub idempotency_key: Option<String>,
+    pub form: BTreeMap<String, String>,
+}
+
+/// Idempotency-Key → the form it first came with, and the answer given.
+type Replies = HashMap<String, (BTreeMap<String, String>, Value)>;
+
+#[derive(Default)]
+struct DoubleState {
+    prices: Mutex<Vec<String>>,
+    sessions: Mutex<HashMap<String, Value>>,
+    replies: Mutex<Replies>,
+    received: Mutex<Vec<Received>>,
+    failures_left: AtomicUsize,
+    next_id: AtomicUsize,
+}
+
+pub struct StripeDouble {
+    pub base_url: String,
+    state: Arc<DoubleState>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for StripeDouble {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn stripe_error(
+    status: StatusCode,
+    kind: &str,
+    code: Option<&str>,
+    param: Option<&str>,
+    message: &str,
+) -> Response {
+    (
+        status,
+        Json(json!({"error": {"type": kind, "code": code, "param": param, "message": message}})),
+    )
+        .into_response()
+}
+
+async fn checkout_sessions(
+    State(state): State<Arc<DoubleState>>,
+    headers: HeaderMap,
+    Form(form): Form<BTreeMap<String, String>>,
+) -> Response {
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    state.received.lock().unwrap().push(Received {
+        path: "/v1/checkout/sessions".into(),
+        idempotency_key: idempotency_key.clone(),
+        form: form.clone(),
+    });
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some(&format!("Bearer {SECRET_KEY}"))
+    {
+        return stripe_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            None,
+            None,
+            "Invalid API Key provided",
+        );
+    }
+    if state
+        .failures_left
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return stripe_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "api_error",
+            None,
+            None,
+            "An unknown error occurred",
+        );
+    }
+    if let Some(key) = &idempotency_key {
+        if let Some((first_form, reply)) = state.replies.lock().unwrap().get(key) {
+            if *first_form != form {
+                return stripe_error(
+                    StatusCode::BAD_REQUEST,
+                    "idempotency_error",
+                    None,
+                    None,
+                    "Keys for idempotent requests can only be used with the same parameters they were first used with.",
+                );
+            }
+            return (StatusCode::OK, Json(reply.clone())).into_response();
+        }
+    }
+    for required in ["mode", "success_url", "line_items[0][price]"] {
+        if !form.contains_key(required) {
+            return stripe_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("parameter_missing"),
+                Some(required),
+                &format!("Missing required param: {required}."),
+            );
+        }
+    }
+    let price = &form["line_items[0][price]"];
+    if !state.prices.lock().unwrap().contains(price) {
+        return stripe_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("resource_missing"),
+            Some("line_items[0][price]"),
+            &format!("No such price: '{price}'"),
+        );
+    }
+    let n = state.next_id.fetch_add(1, Ordering::SeqCst) + 1;
+    let id = format!("cs_test_{n}");
+    let metadata: serde_json::Map<String, Value> = form
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("metadata[")
+                .and_then(|k| k.strip_suffix(']'))
+                .map(|k| (k.to_owned(), Value::String(v.clone())))
+        })
+        .collect();
+    let session = json!({
+        "id": id, "object": "checkout.session", "mode": form["mode"],
+        "url": format!("https://checkout.stripe.com/c/pay/{id}"),
+        "payment_status": "unpaid", "status": "open",
+        "client_reference_id": form.get("client_reference_id"),
+        "customer": form.get("customer"),
+        "metadata": metadata,
+    });
+    state.sessions.lock().unwrap().insert(id, session.clone());
+    if let Some(key) = idempotency_key {
+        state
+            .replies
+            .lock()
+            .unwrap()
+            .insert(key, (form, session.clone()));
+    }
+    (StatusCode::OK, Json(session)).into_response()
+}
+
+impl StripeDouble {
+    pub async fn start() -> StripeDouble {
+        let state = Arc::new(DoubleState::default());
+        let app = Router::new()
+            .route("/v1/checkout/sessions", post(checkout_sessions))
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+                .unwrap();
+        });
+        StripeDouble {
+            base_url,
+            state,
+            shutdown,
+        }
+    }
+
+    /// A Price the double knows.
+    pub fn add_price(&self, price: &str) {
+        self.state.prices.lock().unwrap().push(price.to_owned());
+    }
+
+    /// The next `count` requests answer 500 with Stripe's `api_error`.
+    pub fn fail_next(&self, count: usize) {
+        self.state.failures_left.store(count, Ordering::SeqCst);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    pub fn session(&self, id: &str) -> Value {
+        self.state.sessions.lock().unwrap()[id].clone()
+    }
+
+    /// The event Stripe sends when the customer has paid the session: `checkout.session.completed`
+    /// with `payment_status: paid`.
+    pub fn completed_event(&self, session_id: &str, event_id: &str) -> Value {
+        let mut session = self.session(session_id);
+        session["payment_status"] = json!("paid");
+        session["status"] = json!("complete");
+        json!({"id": event_id, "object": "event", "type": "checkout.session.completed",
+               "api_version": "2024-06-20", "created": 1_700_000_000,
+               "data": {"object": session}})
+    }
+}
+
+/// The `Stripe-Signature` header Stripe sends for `payload` at `timestamp`, computed here as
+/// Stripe documents it (not with the ledger's own code): `t=<timestamp>,v1=<hex HMAC-SHA256 of
+/// "<timestamp>.<payload>" keyed by the endpoint secret>`.
+pub fn signature(payload: &[u8], secret: &str, timestamp: i64) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{timestamp}.").as_bytes());
+    mac.update(payload);
+    format!(
+        "t={timestamp},v1={}",
+        hex::encode(mac.finalize().into_bytes())
+    )
+}

@@ -37,6 +37,11 @@ fn field(name: &str, reason: impl Into<String>) -> ApiError {
 
 fn stripe_error(err: StripeError) -> ApiError {
     match err {
+        // Stripe holds the request's Idempotency-Key with the first request's parameters: the
+        // ledger's own contract for that is a 409.
+        StripeError::Refused { body, .. } if body.kind.as_deref() == Some("idempotency_error") => {
+            LedgerError::IdempotencyKeyReused.into()
+        }
         StripeError::Refused { status, body } => ApiError::new(
             StatusCode::BAD_GATEWAY,
             "stripe_error",

@@ -124,6 +124,18 @@ async fn checkout_then_the_signed_webhook_grants_the_pack_exactly_once() {
     // A retry with the same Idempotency-Key gets the same session back from Stripe.
     let again = checkout(&app, "starter", Some("order-1")).await;
     assert_eq!(again.body["id"], id.as_str());
+    // The same key for another request is the ledger's usual 409, not Stripe's error.
+    let reused = app
+        .post("/v1/accounts/key_1/checkout-sessions")
+        .token(SERVICE)
+        .idempotency_key("order-1")
+        .json(
+            json!({"pack": "starter", "success_url": "https://example.com/other",
+                     "cancel_url": "https://example.com/pricing"}),
+        )
+        .send()
+        .await;
+    reused.assert_error(409, "idempotency_key_reused");
     assert_eq!(
         pack_grants(&app).await,
         0,

@@ -1,6 +1,6 @@
 //! Schemathesis against the real binary: every route of `openapi.yaml` with generated valid and
 //! invalid requests, all checks and stateful sequences, once with an admin token, once with a
-//! service token and once with a customer's key on `/v1/me/*`. Webhook delivery is switched off
+//! service token and once with a customer's key on `/v1/me/*`, with doubles of Unkey and Stripe. Webhook delivery is switched off
 //! (`LEDGER_WEBHOOK_DELIVERY=false`), so generated endpoint URLs never make the service send
 //! anything. Afterwards `credit-ledger audit` must find the ledger consistent.
 //!
@@ -15,6 +15,7 @@ use std::process::Stdio;
 use serde_json::json;
 
 use crate::helpers::{binary, free_port, ready_within_10s, ScratchDatabase};
+use crate::stripe_double::StripeDouble;
 use crate::unkey_double::{UnkeyDouble, ROOT_KEY};
 
 const ADMIN: &str = "fuzz-admin";
@@ -27,7 +28,8 @@ async fn seed(base: &str) {
     let plan = json!({"name": "Pro", "interval": "month",
                       "pools": {"credits": {"allowance": 10_000, "rollover_cap": 5_000}},
                       "operations": {"image.generate": {"cost": 10}, "search": {"cost": 1}},
-                      "packs": {"starter": {"credits": 5000, "expires_in_days": 365}}});
+                      "packs": {"starter": {"credits": 5000, "expires_in_days": 365,
+                                            "stripe_price": "price_1Starter"}}});
     let calls = [
         ("/v1/plans/pro", plan),
         (
@@ -93,6 +95,8 @@ async fn schemathesis(base: &str, token: &str, extra: &[&str]) -> (bool, String)
 async fn schemathesis_finds_no_failure_with_any_token() {
     let db = ScratchDatabase::new("cl_fuzz");
     let unkey = UnkeyDouble::start().await;
+    let stripe = StripeDouble::start().await;
+    stripe.know_every_price();
     unkey.valid(CUSTOMER_KEY, "key_123", json!({"plan": "pro"}));
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -106,6 +110,12 @@ async fn schemathesis_finds_no_failure_with_any_token() {
         .env("LEDGER_SECRETS_KEY", crate::helpers::SECRETS_KEY)
         .env("UNKEY_ROOT_KEY", ROOT_KEY)
         .env("UNKEY_BASE_URL", &unkey.base_url)
+        .env("STRIPE_SECRET_KEY", crate::stripe_double::SECRET_KEY)
+        .env("STRIPE_API_BASE", &stripe.base_url)
+        .env(
+            "STRIPE_WEBHOOK_SECRET",
+            crate::stripe_double::WEBHOOK_SECRET,
+        )
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

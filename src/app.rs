@@ -38,6 +38,8 @@ pub struct AppState {
     pub webhooks: Webhooks,
     /// The Stripe client; `None` without `STRIPE_SECRET_KEY`.
     pub stripe: Option<crate::stripe::Stripe>,
+    /// Sends overage to Stripe meter events; `None` without `STRIPE_SECRET_KEY`.
+    pub meter: Option<crate::stripe::meter::MeterReporter>,
     /// `STRIPE_WEBHOOK_SECRET`: verifies `POST /v1/stripe/webhook`; `None` leaves it off.
     pub stripe_webhook_secret: Option<Arc<str>>,
     pub metrics: PrometheusHandle,
@@ -80,9 +82,18 @@ impl AppState {
             .map(|key| crate::stripe::Stripe::new(&config.stripe.api_base, key))
             .transpose()
             .map_err(|e| format!("cannot build the Stripe client: {e}"))?;
+        let meter = stripe.clone().map(|client| {
+            crate::stripe::meter::MeterReporter::new(
+                db.clone(),
+                client,
+                config.stripe.meter_event_name.clone(),
+                clock.clone(),
+            )
+        });
         Ok(AppState {
             readiness,
             webhooks,
+            meter,
             stripe,
             stripe_webhook_secret: config.stripe.webhook_secret.as_deref().map(Arc::from),
             metrics: crate::telemetry::handle(),

@@ -179,10 +179,17 @@ async fn serve(config: Config, pool: sqlx::PgPool) -> Result<(), String> {
         );
         None
     };
+    let meter = state
+        .meter
+        .clone()
+        .map(|meter| meter.spawn(config.webhook_poll, shutdown.clone()));
     let served = app::serve(listener, state, shutdown.clone()).await;
     shutdown.cancel();
     if let Some(worker) = worker {
         let _ = worker.await;
+    }
+    if let Some(meter) = meter {
+        let _ = meter.await;
     }
     if let Err(err) = jobs.shutdown().await {
         tracing::warn!(error = %err, "scheduler did not stop cleanly");

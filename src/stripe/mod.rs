@@ -5,6 +5,7 @@
 //! costs minutes of build time for the two or three form-encoded calls used here; Stripe's wire
 //! format (form bodies, an `Idempotency-Key` header, one error envelope) is small and stable.
 
+pub mod meter;
 pub mod signature;
 
 use std::time::Duration;
@@ -152,6 +153,30 @@ impl Stripe {
         }
         self.post_form("/v1/checkout/sessions", &form, request.idempotency_key)
             .await
+    }
+
+    /// `POST /v1/billing/meter_events`: `value` units for `customer` at `timestamp`. The
+    /// `identifier` is also the request's Idempotency-Key, so a retry is answered, not counted.
+    pub async fn create_meter_event(
+        &self,
+        event_name: &str,
+        customer: &str,
+        value: i64,
+        timestamp: i64,
+        identifier: &str,
+    ) -> Result<(), StripeError> {
+        let value = value.to_string();
+        let timestamp = timestamp.to_string();
+        let form = [
+            ("event_name", event_name),
+            ("payload[stripe_customer_id]", customer),
+            ("payload[value]", value.as_str()),
+            ("timestamp", timestamp.as_str()),
+            ("identifier", identifier),
+        ];
+        self.post_form::<serde_json::Value>("/v1/billing/meter_events", &form, Some(identifier))
+            .await
+            .map(|_| ())
     }
 
     async fn post_form<T: for<'de> Deserialize<'de>>(

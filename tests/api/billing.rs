@@ -280,3 +280,109 @@ async fn checkout_refusals_name_the_problem_and_stripe_failures_are_retried() {
         "resource_missing"
     );
 }
+
+async fn overage_app(stripe: &StripeDouble, customer: Option<&str>) -> TestApp {
+    let app = spawn_app_with(&[
+        ("STRIPE_SECRET_KEY", SECRET_KEY),
+        ("STRIPE_API_BASE", &stripe.base_url),
+    ])
+    .await;
+    app.put_plan(
+        "metered",
+        json!({"name": "Metered", "interval": "month",
+               "pools": {"credits": {"allowance": 100, "overage_limit": 1000}}}),
+    )
+    .await;
+    let metadata = match customer {
+        Some(customer) => json!({"stripe_customer_id": customer}),
+        None => json!({}),
+    };
+    app.put("/v1/accounts/key_1")
+        .json(json!({"plan": "metered", "metadata": metadata}))
+        .send()
+        .await
+        .assert_status(201);
+    app
+}
+
+#[tokio::test]
+async fn overage_is_reported_as_meter_events_once_with_retries_and_refunds_correct_it() {
+    let stripe = StripeDouble::start().await;
+    let app = overage_app(&stripe, Some("cus_123")).await;
+    let meter = app.meter.as_ref().unwrap();
+    // 150 credits on 100 of allowance: 50 of overage. Then 30 more, all overage.
+    let debit = app.debit("key_1", json!({"cost": 150})).await;
+    debit.assert_status(201);
+    assert_eq!(debit.body["overage"], 50);
+    app.debit("key_1", json!({"cost": 30}))
+        .await
+        .assert_status(201);
+    assert_eq!(app.count("stripe_meter_events").await, 2);
+
+    // Stripe fails (each call and its two quick retries): both stay pending, due again later.
+    stripe.fail_next(6);
+    assert_eq!(meter.report_due(10).await.unwrap(), 2);
+    assert!(stripe.meter_events().is_empty());
+    assert_eq!(
+        meter.report_due(10).await.unwrap(),
+        0,
+        "not due before the delay"
+    );
+    app.clock.advance(chrono::Duration::seconds(31));
+    assert_eq!(meter.report_due(10).await.unwrap(), 2);
+    let events = stripe.meter_events();
+    let values: Vec<&str> = events
+        .iter()
+        .map(|e| e["payload"]["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(values, ["50", "30"]);
+    assert!(events
+        .iter()
+        .all(|e| e["event_name"] == "credit_overage"
+            && e["payload"]["stripe_customer_id"] == "cus_123"));
+    // Each call carried its identifier as Stripe's Idempotency-Key, retries included.
+    for received in stripe.received() {
+        assert_eq!(
+            received.idempotency_key.as_deref(),
+            Some(received.form["identifier"].as_str())
+        );
+    }
+
+    // An answer lost after Stripe counted it: the row is sent again, and Stripe drops it.
+    sqlx::query("UPDATE stripe_meter_events SET status = 'pending', sent_at = NULL")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(meter.report_due(10).await.unwrap(), 2);
+    assert_eq!(stripe.meter_events().len(), 2, "no event counted twice");
+    let sent: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM stripe_meter_events WHERE status = 'sent'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(sent, 2);
+
+    // Refunding the first debit pays its overage back first: a negative meter event.
+    let id = debit.body["id"].as_str().unwrap();
+    app.post(&format!("/v1/debits/{id}/refunds"))
+        .json(json!({"amount": 20, "reason": "failed job"}))
+        .send()
+        .await
+        .assert_status(201);
+    assert_eq!(meter.report_due(10).await.unwrap(), 1);
+    let last = stripe.meter_events().pop().unwrap();
+    assert_eq!(last["payload"]["value"], "-20");
+    app.assert_audit_clean().await;
+}
+
+#[tokio::test]
+async fn overage_of_an_account_without_a_stripe_customer_is_not_reported() {
+    let stripe = StripeDouble::start().await;
+    let app = overage_app(&stripe, None).await;
+    app.debit("key_1", json!({"cost": 150}))
+        .await
+        .assert_status(201);
+    assert_eq!(app.count("stripe_meter_events").await, 0);
+    assert_eq!(app.meter.as_ref().unwrap().report_due(10).await.unwrap(), 0);
+    assert!(stripe.received().is_empty());
+}

@@ -133,6 +133,8 @@ pub struct TestApp {
     /// The instance's ledger, for driving the scheduler's jobs directly.
     pub ledger: credit_ledger::service::Ledger,
     webhooks: credit_ledger::webhooks::Webhooks,
+    /// The Stripe meter reporter, with Stripe configured.
+    pub meter: Option<credit_ledger::stripe::meter::MeterReporter>,
     pub client: reqwest::Client,
     pub db: Arc<TestDb>,
     pub clock: TestClock,
@@ -202,6 +204,7 @@ async fn spawn_configured(db: Arc<TestDb>, settings: &[(&str, &str)]) -> TestApp
     let state = AppState::new(&config, pool, clock.as_clock()).expect("state");
     let ledger = state.ledger.clone();
     let webhooks = state.webhooks.clone();
+    let meter = state.meter.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -213,6 +216,7 @@ async fn spawn_configured(db: Arc<TestDb>, settings: &[(&str, &str)]) -> TestApp
         address,
         ledger,
         webhooks,
+        meter,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()

@@ -36,6 +36,7 @@ struct DoubleState {
     /// Every `price_…` id is known (for runs that test the ledger, not its catalogue).
     any_price: std::sync::atomic::AtomicBool,
     sessions: Mutex<HashMap<String, Value>>,
+    meter_events: Mutex<Vec<Value>>,
     replies: Mutex<Replies>,
     received: Mutex<Vec<Received>>,
     failures_left: AtomicUsize,
@@ -68,58 +69,91 @@ fn stripe_error(
         .into_response()
 }
 
-async fn checkout_sessions(
-    State(state): State<Arc<DoubleState>>,
-    headers: HeaderMap,
-    Form(form): Form<BTreeMap<String, String>>,
-) -> Response {
+/// What every route does first: record the request, check the key, fail on demand, and answer
+/// a repeated Idempotency-Key with the first answer (or refuse it with other parameters).
+/// `Err` is the answer to give.
+fn preamble(
+    state: &DoubleState,
+    path: &str,
+    headers: &HeaderMap,
+    form: &BTreeMap<String, String>,
+) -> Result<Option<String>, Box<Response>> {
     let idempotency_key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     state.received.lock().unwrap().push(Received {
-        path: "/v1/checkout/sessions".into(),
+        path: path.into(),
         idempotency_key: idempotency_key.clone(),
         form: form.clone(),
     });
     if headers.get("authorization").and_then(|v| v.to_str().ok())
         != Some(&format!("Bearer {SECRET_KEY}"))
     {
-        return stripe_error(
+        return Err(Box::new(stripe_error(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
             None,
             None,
             "Invalid API Key provided",
-        );
+        )));
     }
     if state
         .failures_left
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
     {
-        return stripe_error(
+        return Err(Box::new(stripe_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "api_error",
             None,
             None,
             "An unknown error occurred",
-        );
+        )));
     }
     if let Some(key) = &idempotency_key {
         if let Some((first_form, reply)) = state.replies.lock().unwrap().get(key) {
-            if *first_form != form {
-                return stripe_error(
+            if first_form != form {
+                return Err(Box::new(stripe_error(
                     StatusCode::BAD_REQUEST,
                     "idempotency_error",
                     None,
                     None,
                     "Keys for idempotent requests can only be used with the same parameters they were first used with.",
-                );
+                )));
             }
-            return (StatusCode::OK, Json(reply.clone())).into_response();
+            return Err(Box::new(
+                (StatusCode::OK, Json(reply.clone())).into_response(),
+            ));
         }
     }
+    Ok(idempotency_key)
+}
+
+fn remember(
+    state: &DoubleState,
+    key: Option<String>,
+    form: BTreeMap<String, String>,
+    reply: &Value,
+) {
+    if let Some(key) = key {
+        state
+            .replies
+            .lock()
+            .unwrap()
+            .insert(key, (form, reply.clone()));
+    }
+}
+
+async fn checkout_sessions(
+    State(state): State<Arc<DoubleState>>,
+    headers: HeaderMap,
+    Form(form): Form<BTreeMap<String, String>>,
+) -> Response {
+    let idempotency_key = match preamble(&state, "/v1/checkout/sessions", &headers, &form) {
+        Ok(key) => key,
+        Err(answer) => return *answer,
+    };
     for required in ["mode", "success_url", "line_items[0][price]"] {
         if !form.contains_key(required) {
             return stripe_error(
@@ -160,14 +194,71 @@ async fn checkout_sessions(
         "metadata": metadata,
     });
     state.sessions.lock().unwrap().insert(id, session.clone());
-    if let Some(key) = idempotency_key {
-        state
-            .replies
-            .lock()
-            .unwrap()
-            .insert(key, (form, session.clone()));
-    }
+    remember(&state, idempotency_key, form, &session);
     (StatusCode::OK, Json(session)).into_response()
+}
+
+/// `POST /v1/billing/meter_events`: an identifier already used is refused (Stripe enforces
+/// uniqueness for at least 24 hours), and not counted.
+async fn meter_events(
+    State(state): State<Arc<DoubleState>>,
+    headers: HeaderMap,
+    Form(form): Form<BTreeMap<String, String>>,
+) -> Response {
+    let idempotency_key = match preamble(&state, "/v1/billing/meter_events", &headers, &form) {
+        Ok(key) => key,
+        Err(answer) => return *answer,
+    };
+    for required in [
+        "event_name",
+        "payload[stripe_customer_id]",
+        "payload[value]",
+    ] {
+        if !form.contains_key(required) {
+            return stripe_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("parameter_missing"),
+                Some(required),
+                &format!("Missing required param: {required}."),
+            );
+        }
+    }
+    if form["payload[value]"].parse::<i64>().is_err() {
+        return stripe_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            None,
+            Some("payload[value]"),
+            "The value must be a number.",
+        );
+    }
+    let identifier = form.get("identifier").cloned().unwrap_or_default();
+    let mut events = state.meter_events.lock().unwrap();
+    if !identifier.is_empty()
+        && events
+            .iter()
+            .any(|e| e["identifier"] == identifier.as_str())
+    {
+        return stripe_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            None,
+            Some("identifier"),
+            &format!("An event already exists with identifier {identifier}."),
+        );
+    }
+    let event = json!({
+        "object": "billing.meter_event", "event_name": form["event_name"],
+        "identifier": identifier, "livemode": false,
+        "timestamp": form.get("timestamp").and_then(|t| t.parse::<i64>().ok()),
+        "payload": {"stripe_customer_id": form["payload[stripe_customer_id]"],
+                    "value": form["payload[value]"]},
+    });
+    events.push(event.clone());
+    drop(events);
+    remember(&state, idempotency_key, form, &event);
+    (StatusCode::OK, Json(event)).into_response()
 }
 
 impl StripeDouble {
@@ -175,6 +266,7 @@ impl StripeDouble {
         let state = Arc::new(DoubleState::default());
         let app = Router::new()
             .route("/v1/checkout/sessions", post(checkout_sessions))
+            .route("/v1/billing/meter_events", post(meter_events))
             .with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
@@ -210,6 +302,11 @@ impl StripeDouble {
 
     pub fn received(&self) -> Vec<Received> {
         self.state.received.lock().unwrap().clone()
+    }
+
+    /// The meter events accepted (each identifier once).
+    pub fn meter_events(&self) -> Vec<Value> {
+        self.state.meter_events.lock().unwrap().clone()
     }
 
     pub fn session(&self, id: &str) -> Value {

@@ -57,6 +57,7 @@ pub const CHECKS: &[&str] = &[
     "hold_entries_match_reservation",
     "refunds_match_debit",
     "usage_matches_debits",
+    "top_up_in_flight_matches_requests",
 ];
 
 /// A check: a query returning `(key_id, subject, detail)` rows ordered by key_id, one row per
@@ -299,6 +300,23 @@ const QUERIES: &[Check] = &[
                        ON d.key_id = u.key_id AND d.pool = u.pool
                WHERE coalesce(u.credits, 0) <> coalesce(d.credits, 0)
                   OR coalesce(u.n, 0) <> coalesce(d.n, 0)
+               ORDER BY 1, 2",
+    },
+    // The auto top-up request a pool holds in flight is the one `requested` row of that pool.
+    Check {
+        name: "top_up_in_flight_matches_requests",
+        uses_cutoff: false,
+        sql: "SELECT coalesce(p.key_id, t.key_id),
+                     format('pool %s', coalesce(p.pool, t.pool)),
+                     format('the pool holds request %s in flight, the requested row is %s',
+                            coalesce(p.top_up_in_flight::text, 'none'),
+                            coalesce(t.id::text, 'none'))
+                FROM (SELECT key_id, pool, top_up_in_flight FROM account_pools
+                       WHERE top_up_in_flight IS NOT NULL) p
+                FULL JOIN (SELECT key_id, pool, id FROM auto_top_ups
+                            WHERE status = 'requested') t
+                       ON t.key_id = p.key_id AND t.pool = p.pool
+               WHERE p.top_up_in_flight IS DISTINCT FROM t.id
                ORDER BY 1, 2",
     },
 ];

@@ -17,7 +17,8 @@ use crate::error::ApiError;
 use crate::ledger::account::AccountInput;
 use crate::ledger::model::{Account, Balance, EntryPage};
 use crate::ledger::plan_change::Proration;
-use crate::ledger::types::{check_external_id, check_timestamp, InvalidField, KeyId};
+use crate::ledger::top_up::{self, AutoTopUp};
+use crate::ledger::types::{check_external_id, check_timestamp, InvalidField, KeyId, PackId};
 
 pub const PAGE_DEFAULT: i64 = 100;
 pub const PAGE_MAX: i64 = 500;
@@ -61,6 +62,40 @@ pub struct AccountBody {
     /// Absent keeps the current value (false for a new account).
     #[serde(default)]
     shared: Option<bool>,
+    /// Absent keeps the current policy; `null` removes it.
+    #[serde(default, deserialize_with = "crate::ledger::types::present")]
+    auto_top_up: Option<Option<AutoTopUpBody>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoTopUpBody {
+    pack: String,
+    below: i64,
+    #[serde(default)]
+    max_per_period: Option<i64>,
+}
+
+impl AutoTopUpBody {
+    fn validate(self) -> Result<AutoTopUp, ApiError> {
+        let pack = PackId::parse("auto_top_up.pack", &self.pack)
+            .map_err(|f| ApiError::invalid_field("invalid_request", &f))?;
+        let max_per_period = self
+            .max_per_period
+            .map_or(Some(1), |n| i32::try_from(n).ok())
+            .filter(|n| (1..=top_up::MAX_PER_PERIOD).contains(n))
+            .ok_or_else(|| {
+                invalid(
+                    "auto_top_up.max_per_period",
+                    &format!("must be from 1 to {}", top_up::MAX_PER_PERIOD),
+                )
+            })?;
+        Ok(AutoTopUp {
+            pack,
+            below: self.below,
+            max_per_period,
+        })
+    }
 }
 
 /// PUT /v1/accounts/{key_id}: 201 when created, 200 when updated.
@@ -92,6 +127,10 @@ pub async fn put(
         external_id: body.external_id,
         metadata: metadata_object(body.metadata)?,
         shared: body.shared,
+        auto_top_up: body
+            .auto_top_up
+            .map(|policy| policy.map(AutoTopUpBody::validate).transpose())
+            .transpose()?,
     };
     let (account, created) = state.ledger.put_account(&key, input).await?;
     let status = if created {

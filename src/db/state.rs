@@ -228,6 +228,8 @@ struct Rows {
     usage: Vec<Value>,
     idempotency: Vec<Value>,
     alerts: Vec<Value>,
+    auto_top_ups: Vec<Value>,
+    top_up_settlements: Vec<Value>,
 }
 
 fn row<T: Serialize>(key_id: &KeyId, row: &T) -> Result<Value, serde_json::Error> {
@@ -302,6 +304,12 @@ impl Rows {
         for alert in alerts.values() {
             self.alerts.push(row(key, alert)?);
         }
+        for request in &e.top_up_requests {
+            self.auto_top_ups.push(row(key, request)?);
+        }
+        for settlement in &e.top_up_settlements {
+            self.top_up_settlements.push(row(key, settlement)?);
+        }
         Ok(())
     }
 }
@@ -345,6 +353,8 @@ fn document<'a>(
         usage,
         idempotency,
         alerts,
+        auto_top_ups,
+        top_up_settlements,
     } = rows;
     let mut doc = serde_json::Map::new();
     for (name, rows) in [
@@ -361,6 +371,8 @@ fn document<'a>(
         ("usage", usage),
         ("idempotency", idempotency),
         ("alerts", alerts),
+        ("auto_top_ups", auto_top_ups),
+        ("top_up_settlements", top_up_settlements),
     ] {
         // `ledger_persist` runs a statement only for the kinds of rows present.
         if !rows.is_empty() {

@@ -9,6 +9,7 @@ use super::error::LedgerError;
 use super::periods::period_containing;
 use super::plan::Plan;
 use super::state::{empty_object, AccountRecord, AccountState, Effects, NewGrant, PoolCounters};
+use super::top_up::AutoTopUp;
 use super::types::{GrantKind, InvalidField, KeyId};
 
 /// What an account PUT asks for. `None` leaves a field as it is on update.
@@ -21,6 +22,8 @@ pub struct AccountInput {
     pub metadata: Option<Value>,
     /// Whether every Unkey key of the customer (`external_id`) draws from this account.
     pub shared: Option<bool>,
+    /// `Some(None)` removes the auto top-up policy.
+    pub auto_top_up: Option<Option<AutoTopUp>>,
 }
 
 /// A new account on `plan`, in the period that contains `now`, with the allowance of every
@@ -31,6 +34,9 @@ pub fn open(
     input: &AccountInput,
     now: DateTime<Utc>,
 ) -> Result<AccountState, LedgerError> {
+    if let Some(Some(policy)) = &input.auto_top_up {
+        policy.validate(plan)?;
+    }
     let anchor = input.billing_anchor.unwrap_or_else(|| now.trunc_subsecs(0));
     let period = period_containing(anchor, plan.interval, now).ok_or_else(|| {
         InvalidField::new("billing_anchor", "is too far from now to compute periods")
@@ -47,6 +53,7 @@ pub fn open(
             metadata: input.metadata.clone().unwrap_or_else(empty_object),
             created_at: now,
             updated_at: now,
+            auto_top_up: input.auto_top_up.clone().flatten(),
         },
         plan: plan.clone(),
         pools: BTreeMap::new(),
@@ -69,6 +76,8 @@ pub fn open(
             overage_limit: spec.overage_limit,
             overage_used: 0,
             period_start: period.start,
+            top_up_in_flight: None,
+            top_ups_requested: 0,
         });
         if let Some(allowance) = spec.allowance {
             state.add_grant(
@@ -84,6 +93,8 @@ pub fn open(
             )?;
         }
     }
+    // A policy whose threshold lies above the first allowance asks at once.
+    super::top_up::check(&mut state, now)?;
     Ok(state)
 }
 
@@ -124,6 +135,12 @@ pub fn update(
     }
     if let Some(shared) = input.shared {
         state.account.shared = shared;
+    }
+    if let Some(policy) = &input.auto_top_up {
+        if let Some(policy) = policy {
+            policy.validate(&state.plan)?;
+        }
+        state.account.auto_top_up = policy.clone();
     }
     state.touch_account(now);
     Ok(())

@@ -18,7 +18,7 @@ pub const GRANT_EXPIRED: &str = "grant.expired";
 pub const RESERVATION_EXPIRED: &str = "reservation.expired";
 
 /// Every event type, for webhook endpoint subscriptions.
-pub const ALL: [&str; 7] = [
+pub const ALL: [&str; 9] = [
     THRESHOLD_REACHED,
     THRESHOLD_RESOLVED,
     EXHAUSTED,
@@ -26,6 +26,8 @@ pub const ALL: [&str; 7] = [
     GRANT_CREATED,
     GRANT_EXPIRED,
     RESERVATION_EXPIRED,
+    super::top_up::REQUESTED,
+    super::top_up::SUCCEEDED,
 ];
 
 /// After `used` went from `old_used` to `new_used`: announces each of the plan's thresholds (a

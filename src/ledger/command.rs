@@ -134,9 +134,19 @@ pub fn apply(
         }
     }
     let before = state.clone();
+    // A command that may move credits is followed by the auto top-up check, in its transaction.
+    let may_move_credits = !matches!(
+        &request.command,
+        Command::Inspect | Command::Debit(DebitRequest { dry_run: true, .. })
+    );
     let answer = match roll::catch_up(state, now)
         .and_then(|maintenance| run(state, &request.command, maintenance, now))
-    {
+        .and_then(|answer| {
+            if may_move_credits {
+                super::top_up::check(state, now)?;
+            }
+            Ok(answer)
+        }) {
         Ok(answer) => answer,
         Err(err) => {
             // A refused debit or hold keeps what it did: the catch-up before it, and the

@@ -119,7 +119,18 @@ pub fn grant(
     let payload = serde_json::to_value(&grant).map_err(|e| super::error::corrupt(e.to_string()))?;
     state.emit(alerts::GRANT_CREATED, payload, now);
     alerts::thresholds_resolved(state, &pool, now)?;
+    if kind == GrantKind::Pack {
+        let pack = pack_id_of(request);
+        super::top_up::settle_with_grant(state, &pool, id, pack.as_ref(), now)?;
+    }
     Ok(grant)
+}
+
+fn pack_id_of(request: &GrantRequest) -> Option<PackId> {
+    match &request.source {
+        GrantSource::Pack(id) => Some(id.clone()),
+        GrantSource::Amount { .. } => None,
+    }
 }
 
 /// Voids a grant: what it had left leaves the balance with a `void` entry. Voiding a voided

@@ -35,6 +35,7 @@ pub mod release;
 pub mod reserve;
 pub mod roll;
 pub mod state;
+pub mod top_up;
 pub mod types;
 pub mod usage;
 pub mod view;

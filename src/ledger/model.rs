@@ -25,6 +25,9 @@ pub struct Account {
     pub metadata: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The auto top-up policy; null without one.
+    #[serde(default)]
+    pub auto_top_up: Option<super::top_up::AutoTopUp>,
     pub balance: Balance,
 }
 

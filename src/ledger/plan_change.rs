@@ -50,6 +50,8 @@ pub fn change_plan(
                         overage_limit: 0,
                         overage_used: 0,
                         period_start,
+                        top_up_in_flight: None,
+                        top_ups_requested: 0,
                     });
                 }
             }
@@ -112,6 +114,10 @@ fn prorate_difference(
         // (rule 1), so this period's limit never drops below it. The next period starts on the
         // new plan's limit.
         let overage_limit = spec.map_or(0, |s| s.overage_limit).max(overage_used);
+        let (top_up_in_flight, top_ups_requested) = state
+            .pools
+            .get(&pool)
+            .map_or((None, 0), |p| (p.top_up_in_flight, p.top_ups_requested));
         // The pool's new terms first: the entries below are journaled against them.
         state.put_pool(PoolCounters {
             pool: pool.clone(),
@@ -120,6 +126,8 @@ fn prorate_difference(
             overage_limit,
             overage_used,
             period_start,
+            top_up_in_flight,
+            top_ups_requested,
         });
         if let Some(new_allowance) = new {
             let diff = new_allowance - old.unwrap_or(0);

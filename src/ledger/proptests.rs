@@ -1789,6 +1789,7 @@ fn run_history(history: &History, property: Property) -> Result<(), TestCaseErro
         external_id: None,
         metadata: None,
         shared: None,
+        auto_top_up: None,
     };
     let mut now = history.start;
     let mut state = account::open(&key_id, &history.plan, &input, now)

@@ -90,6 +90,8 @@ fn add_missing_pools(state: &mut AccountState) {
             overage_limit,
             overage_used: 0,
             period_start,
+            top_up_in_flight: None,
+            top_ups_requested: 0,
         });
     }
 }
@@ -175,6 +177,8 @@ pub fn roll_to(
     for (pool, rollover) in carried {
         let spec = plan.pools.get(&pool);
         let settled = state.pools.get(&pool).map_or(0, |c| c.overage_used);
+        // A request in flight stays so across the roll; the new period's count starts at 0.
+        let in_flight = state.pools.get(&pool).and_then(|c| c.top_up_in_flight);
         // A pool the plan no longer has keeps its packs but gets no allowance.
         let allowance = spec.map_or(Some(0), |s| s.allowance);
         state.put_pool(PoolCounters {
@@ -184,6 +188,8 @@ pub fn roll_to(
             overage_limit: spec.map_or(0, |s| s.overage_limit),
             overage_used: 0,
             period_start: new.start,
+            top_up_in_flight: in_flight,
+            top_ups_requested: 0,
         });
         if settled > 0 {
             state.journal(

@@ -32,6 +32,9 @@ pub struct AccountRecord {
     pub metadata: Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The auto top-up policy, if any.
+    #[serde(default)]
+    pub auto_top_up: Option<super::top_up::AutoTopUp>,
 }
 
 /// One pool's terms and counters in the current period. `allowance: None` is unlimited.
@@ -43,6 +46,12 @@ pub struct PoolCounters {
     pub overage_limit: i64,
     pub overage_used: i64,
     pub period_start: DateTime<Utc>,
+    /// The auto top-up request waiting for its pack, if any (kept across periods).
+    #[serde(default)]
+    pub top_up_in_flight: Option<Uuid>,
+    /// Auto top-up requests made this period.
+    #[serde(default)]
+    pub top_ups_requested: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -252,6 +261,8 @@ pub struct Effects {
     pub adjustments: Vec<AdjustmentRecord>,
     pub events: Vec<EventRecord>,
     pub usage: BTreeMap<UsageBucket, UsageCount>,
+    pub top_up_requests: Vec<super::top_up::TopUpRequest>,
+    pub top_up_settlements: Vec<super::top_up::TopUpSettlement>,
 }
 
 impl Effects {

@@ -65,6 +65,7 @@ pub fn account(state: &AccountState, now: DateTime<Utc>) -> Result<Account, Ledg
         metadata: a.metadata.clone(),
         created_at: a.created_at,
         updated_at: a.updated_at,
+        auto_top_up: a.auto_top_up.clone(),
         balance: balance(state, now)?,
     })
 }

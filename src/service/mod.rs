@@ -418,6 +418,7 @@ impl Ledger {
             external_id: None,
             metadata: None,
             shared: None,
+            auto_top_up: None,
         };
         match self.put_account(key_id, input).await {
             Ok((account, _)) => Ok(account),

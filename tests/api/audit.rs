@@ -154,7 +154,7 @@ async fn a_ledger_built_through_the_api_audits_clean() {
     let app = ledger().await;
     let violations = audit_now(&app).await;
     assert!(violations.is_empty(), "clean:{}", lines(&violations));
-    assert_eq!(audit::CHECKS.len(), 14);
+    assert_eq!(audit::CHECKS.len(), 15);
 }
 
 #[tokio::test]
@@ -558,7 +558,7 @@ async fn the_audit_command_exits_0_when_clean_and_1_printing_each_violation() {
     let clean = binary(&app.db.url).output().unwrap();
     let stdout = String::from_utf8(clean.stdout).unwrap();
     assert_eq!(clean.status.code(), Some(0), "{stdout}");
-    assert_eq!(stdout.trim_end(), "audit: clean, 14 checks");
+    assert_eq!(stdout.trim_end(), "audit: clean, 15 checks");
 
     sql(
         &app,

@@ -22,6 +22,7 @@ mod reservations;
 mod schema;
 mod shutdown;
 mod stripe_double;
+mod top_up;
 mod unkey_double;
 mod validation;
 mod verify;

@@ -1,0 +1,154 @@
+//! Auto top-up: an account's policy asks for a pack of its plan when a change leaves the pack's
+//! pool below `below`. The request is made in the transaction of that change, at most one in
+//! flight per account and pool and at most `max_per_period` per period; a pack grant into the
+//! pool settles it. Who pays (Stripe, or the user's own billing acting on the event) is outside
+//! the state machine.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::error::LedgerError;
+use super::plan::Plan;
+use super::state::AccountState;
+use super::types::{check_positive, InvalidField, PackId, PoolName};
+
+pub const REQUESTED: &str = "credits.auto_top_up_requested";
+pub const SUCCEEDED: &str = "credits.auto_top_up_succeeded";
+
+/// The most requests a policy may allow per period.
+pub const MAX_PER_PERIOD: i32 = 100;
+
+/// An account's auto top-up policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoTopUp {
+    pub pack: PackId,
+    /// Ask for the pack when the pool's available credits fall below this.
+    pub below: i64,
+    pub max_per_period: i32,
+}
+
+impl AutoTopUp {
+    /// Checks the policy's numbers and that the plan sells the pack.
+    pub fn validate(&self, plan: &Plan) -> Result<(), LedgerError> {
+        check_positive("auto_top_up.below", self.below)?;
+        if !(1..=MAX_PER_PERIOD).contains(&self.max_per_period) {
+            return Err(InvalidField::new(
+                "auto_top_up.max_per_period",
+                format!("must be from 1 to {MAX_PER_PERIOD}"),
+            )
+            .into());
+        }
+        if !plan.packs.contains_key(&self.pack) {
+            return Err(LedgerError::UnknownPack {
+                pack: self.pack.clone(),
+                known: plan.packs.keys().cloned().collect(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A request for a pack, as stored (`auto_top_ups`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopUpRequest {
+    pub id: Uuid,
+    pub pool: PoolName,
+    pub pack: PackId,
+    pub credits: i64,
+    pub price_amount: Option<i64>,
+    pub price_currency: Option<String>,
+    pub period_start: DateTime<Utc>,
+    pub available: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The end of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopUpSettlement {
+    pub id: Uuid,
+    pub status: String,
+    pub settled_at: DateTime<Utc>,
+    pub grant_id: Option<Uuid>,
+    pub failure: Option<String>,
+}
+
+/// After a change: requests the policy's pack if its pool is now below the threshold, none is
+/// in flight for the pool, and the period's requests are not used up.
+pub fn check(state: &mut AccountState, now: DateTime<Utc>) -> Result<(), LedgerError> {
+    let Some(policy) = state.account.auto_top_up.clone() else {
+        return Ok(());
+    };
+    // A plan that stopped selling the pack asks for nothing.
+    let Some(pack) = state.plan.packs.get(&policy.pack).cloned() else {
+        return Ok(());
+    };
+    let Some(counters) = state.pools.get(&pack.pool) else {
+        return Ok(());
+    };
+    if counters.top_up_in_flight.is_some() || counters.top_ups_requested >= policy.max_per_period {
+        return Ok(());
+    }
+    let Some(available) = state.available(&pack.pool, now)? else {
+        return Ok(()); // unlimited
+    };
+    if available >= policy.below {
+        return Ok(());
+    }
+    let request = TopUpRequest {
+        id: Uuid::now_v7(),
+        pool: pack.pool.clone(),
+        pack: policy.pack.clone(),
+        credits: pack.credits,
+        price_amount: pack.price.as_ref().map(|p| p.amount),
+        price_currency: pack.price.as_ref().map(|p| p.currency.clone()),
+        period_start: state.account.period_start,
+        available,
+        created_at: now,
+    };
+    let counters = state.pool_mut(&pack.pool)?;
+    counters.top_up_in_flight = Some(request.id);
+    counters.top_ups_requested += 1;
+    let requested = counters.top_ups_requested;
+    let key_id = state.key_id().to_string();
+    state.emit(
+        REQUESTED,
+        json!({"key_id": key_id, "request_id": request.id, "pool": request.pool,
+               "pack": request.pack, "credits": request.credits, "available": available,
+               "below": policy.below, "price": pack.price,
+               "requested_this_period": requested, "max_per_period": policy.max_per_period}),
+        now,
+    );
+    state.effects.top_up_requests.push(request);
+    Ok(())
+}
+
+/// A pack grant into `pool` settles the request in flight there, if any.
+pub fn settle_with_grant(
+    state: &mut AccountState,
+    pool: &PoolName,
+    grant_id: Uuid,
+    pack: Option<&PackId>,
+    now: DateTime<Utc>,
+) -> Result<(), LedgerError> {
+    let Some(id) = state.pools.get(pool).and_then(|c| c.top_up_in_flight) else {
+        return Ok(());
+    };
+    state.pool_mut(pool)?.top_up_in_flight = None;
+    state.effects.top_up_settlements.push(TopUpSettlement {
+        id,
+        status: "succeeded".into(),
+        settled_at: now,
+        grant_id: Some(grant_id),
+        failure: None,
+    });
+    let key_id = state.key_id().to_string();
+    state.emit(
+        SUCCEEDED,
+        json!({"key_id": key_id, "request_id": id, "pool": pool, "pack": pack,
+               "grant_id": grant_id}),
+        now,
+    );
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! Auto top-up: a policy asks for a pack when a change leaves its pool below the threshold, in
+//! the change's own transaction; one request in flight per account and pool, at most
+//! `max_per_period` per period; a pack grant settles the request in flight.
+
+use serde_json::{json, Value};
+use sqlx::Connection;
+
+use crate::helpers::{spawn_app, TestApp};
+
+async fn app_with_policy(policy: Value) -> TestApp {
+    let app = spawn_app().await;
+    app.put_plan(
+        "pro",
+        json!({"name": "Pro", "interval": "month",
+               "pools": {"credits": {"allowance": 100}},
+               "operations": {"search": {"cost": 1}},
+               "packs": {"starter": {"credits": 50, "price": {"amount": 500, "currency": "usd"}}}}),
+    )
+    .await;
+    let created = app
+        .put("/v1/accounts/key_1")
+        .json(json!({"plan": "pro", "auto_top_up": policy}))
+        .send()
+        .await;
+    created.assert_status(201);
+    app
+}
+
+async fn requests(app: &TestApp) -> Vec<(String, i64)> {
+    sqlx::query_as("SELECT status, available FROM auto_top_ups ORDER BY created_at, id")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap()
+}
+
+async fn events_of(app: &TestApp, kind: &str) -> Vec<Value> {
+    sqlx::query_scalar("SELECT payload FROM events WHERE type = $1 ORDER BY seq")
+        .bind(kind)
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_policy_is_shown_checked_and_removed() {
+    let app = app_with_policy(json!({"pack": "starter", "below": 30, "max_per_period": 2})).await;
+    let account = app.get("/v1/accounts/key_1").send().await;
+    assert_eq!(
+        account.body["auto_top_up"],
+        json!({"pack": "starter", "below": 30, "max_per_period": 2})
+    );
+    for (policy, code, field) in [
+        (json!({"pack": "huge", "below": 30}), "unknown_pack", "pack"),
+        (
+            json!({"pack": "starter", "below": 0}),
+            "invalid_request",
+            "auto_top_up.below",
+        ),
+        (
+            json!({"pack": "starter", "below": 5, "max_per_period": 0}),
+            "invalid_request",
+            "auto_top_up.max_per_period",
+        ),
+    ] {
+        let refused = app
+            .put("/v1/accounts/key_1")
+            .json(json!({"plan": "pro", "auto_top_up": policy}))
+            .send()
+            .await;
+        refused.assert_error(422, code);
+        assert_eq!(refused.body["error"]["details"]["field"], field);
+    }
+    // max_per_period defaults to 1; null removes the policy.
+    let updated = app
+        .put("/v1/accounts/key_1")
+        .json(json!({"plan": "pro", "auto_top_up": {"pack": "starter", "below": 10}}))
+        .send()
+        .await;
+    assert_eq!(updated.body["auto_top_up"]["max_per_period"], 1);
+    let removed = app
+        .put("/v1/accounts/key_1")
+        .json(json!({"plan": "pro", "auto_top_up": null}))
+        .send()
+        .await;
+    assert_eq!(removed.body["auto_top_up"], Value::Null);
+    app.debit("key_1", json!({"cost": 95}))
+        .await
+        .assert_status(201);
+    assert!(requests(&app).await.is_empty(), "no policy, no request");
+}
+
+#[tokio::test]
+async fn crossing_below_requests_the_pack_once_and_a_pack_grant_settles_it() {
+    let app = app_with_policy(json!({"pack": "starter", "below": 30, "max_per_period": 2})).await;
+    app.debit("key_1", json!({"cost": 60}))
+        .await
+        .assert_status(201);
+    assert!(requests(&app).await.is_empty(), "40 left: not below 30");
+    app.debit("key_1", json!({"cost": 15}))
+        .await
+        .assert_status(201);
+    assert_eq!(requests(&app).await, [("requested".to_owned(), 25)]);
+    let requested = events_of(&app, "credits.auto_top_up_requested").await;
+    assert_eq!(requested.len(), 1);
+    assert_eq!(requested[0]["pack"], "starter");
+    assert_eq!(requested[0]["credits"], 50);
+    assert_eq!(requested[0]["available"], 25);
+    assert_eq!(
+        requested[0]["price"],
+        json!({"amount": 500, "currency": "usd"})
+    );
+    // In flight: further debits below the threshold ask for nothing more.
+    app.debit("key_1", json!({"cost": 20}))
+        .await
+        .assert_status(201);
+    assert_eq!(requests(&app).await.len(), 1);
+
+    // The user's billing acts on the event and grants the pack: that settles the request.
+    let grant = app
+        .post("/v1/accounts/key_1/grants")
+        .json(json!({"pack": "starter"}))
+        .send()
+        .await;
+    grant.assert_status(201);
+    let settled: (String, Option<uuid::Uuid>) =
+        sqlx::query_as("SELECT status, grant_id FROM auto_top_ups ORDER BY created_at LIMIT 1")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(settled.0, "succeeded");
+    assert_eq!(
+        settled.1.unwrap().to_string(),
+        grant.body["id"].as_str().unwrap()
+    );
+    let succeeded = events_of(&app, "credits.auto_top_up_succeeded").await;
+    assert_eq!(succeeded[0]["request_id"], requested[0]["request_id"]);
+    // 5 + 50 = 55 left. Down to 20: the second request of the period; then the limit holds.
+    app.debit("key_1", json!({"cost": 35}))
+        .await
+        .assert_status(201);
+    assert_eq!(requests(&app).await.len(), 2);
+    app.post("/v1/accounts/key_1/grants")
+        .json(json!({"pack": "starter"}))
+        .send()
+        .await
+        .assert_status(201);
+    app.debit("key_1", json!({"cost": 60}))
+        .await
+        .assert_status(201);
+    let all = requests(&app).await;
+    assert_eq!(all.len(), 2, "max_per_period is 2: {all:?}");
+    assert!(all.iter().all(|(status, _)| status == "succeeded"));
+    app.assert_audit_clean().await;
+}
+
+#[tokio::test]
+async fn many_debits_crossing_below_at_once_make_one_request() {
+    let app = app_with_policy(json!({"pack": "starter", "below": 50, "max_per_period": 5})).await;
+    let debits = (0..40).map(|_| app.debit("key_1", json!({"cost": 2})));
+    let statuses: Vec<u16> = futures::future::join_all(debits)
+        .await
+        .iter()
+        .map(|r| r.status.as_u16())
+        .collect();
+    assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+    assert_eq!(app.available("key_1", "credits").await, Some(20));
+    let all = requests(&app).await;
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(
+        events_of(&app, "credits.auto_top_up_requested").await.len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_policy_set_below_the_balance_already_asks() {
+    let app = app_with_policy(json!({"pack": "starter", "below": 500})).await;
+    assert_eq!(requests(&app).await, [("requested".to_owned(), 100)]);
+}
+
+#[tokio::test]
+async fn the_audit_finds_a_request_in_flight_that_does_not_match() {
+    let app = app_with_policy(json!({"pack": "starter", "below": 500})).await;
+    app.assert_audit_clean().await;
+    sqlx::query("UPDATE account_pools SET top_up_in_flight = NULL")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let mut conn = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+    let violations = credit_ledger::audit::run(&mut conn, app.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_eq!(violations[0].check, "top_up_in_flight_matches_requests");
+    assert_eq!(violations[0].key_id.as_deref(), Some("key_1"));
+}

@@ -151,13 +151,8 @@ BEGIN
         SELECT scope, key, request_hash, 1, response, created_at
           FROM jsonb_populate_recordset(NULL::idempotency_keys, p_doc->'idempotency');
     END IF;
-    IF p_doc ? 'auto_top_ups' THEN
-        INSERT INTO auto_top_ups (key_id, id, pool, pack, credits, price_amount, price_currency,
-                                  period_start, available, status, created_at, next_attempt_at)
-        SELECT key_id, id, pool, pack, credits, price_amount, price_currency, period_start,
-               available, 'requested', created_at, created_at
-          FROM jsonb_populate_recordset(NULL::auto_top_ups, p_doc->'auto_top_ups');
-    END IF;
+    -- Settlements before new requests: a pack grant may settle a pool's request and a new one
+    -- follow in the same transaction, and only one may be `requested` at a time.
     IF p_doc ? 'top_up_settlements' THEN
         UPDATE auto_top_ups t
            SET status = s.status, settled_at = s.settled_at, grant_id = s.grant_id,
@@ -166,6 +161,14 @@ BEGIN
                AS s (key_id text, id uuid, status text, settled_at timestamptz, grant_id uuid,
                      failure text)
          WHERE t.key_id = s.key_id AND t.id = s.id AND t.status = 'requested';
+    END IF;
+    IF p_doc ? 'auto_top_ups' THEN
+        INSERT INTO auto_top_ups (key_id, id, pool, pack, credits, price_amount, price_currency,
+                                  period_start, available, status, created_at, next_attempt_at,
+                                  settled_at, grant_id, failure)
+        SELECT key_id, id, pool, pack, credits, price_amount, price_currency, period_start,
+               available, status, created_at, created_at, settled_at, grant_id, failure
+          FROM jsonb_populate_recordset(NULL::auto_top_ups, p_doc->'auto_top_ups');
     END IF;
     IF p_doc ? 'alerts' THEN
         INSERT INTO pool_alerts (key_id, pool, period_start, thresholds_reached, thresholds_resolved,

@@ -62,6 +62,11 @@ pub struct TopUpRequest {
     pub period_start: DateTime<Utc>,
     pub available: i64,
     pub created_at: DateTime<Utc>,
+    /// `requested`, or how it ended when it is settled in the transaction that made it.
+    pub status: String,
+    pub settled_at: Option<DateTime<Utc>>,
+    pub grant_id: Option<Uuid>,
+    pub failure: Option<String>,
 }
 
 /// The end of a request.
@@ -106,6 +111,10 @@ pub fn check(state: &mut AccountState, now: DateTime<Utc>) -> Result<(), LedgerE
         period_start: state.account.period_start,
         available,
         created_at: now,
+        status: "requested".into(),
+        settled_at: None,
+        grant_id: None,
+        failure: None,
     };
     let counters = state.pool_mut(&pack.pool)?;
     counters.top_up_in_flight = Some(request.id);
@@ -136,13 +145,16 @@ pub fn settle_with_grant(
         return Ok(());
     };
     state.pool_mut(pool)?.top_up_in_flight = None;
-    state.effects.top_up_settlements.push(TopUpSettlement {
-        id,
-        status: "succeeded".into(),
-        settled_at: now,
-        grant_id: Some(grant_id),
-        failure: None,
-    });
+    record_settlement(
+        state,
+        TopUpSettlement {
+            id,
+            status: "succeeded".into(),
+            settled_at: now,
+            grant_id: Some(grant_id),
+            failure: None,
+        },
+    );
     let key_id = state.key_id().to_string();
     state.emit(
         SUCCEEDED,
@@ -151,4 +163,92 @@ pub fn settle_with_grant(
         now,
     );
     Ok(())
+}
+
+/// Records how a request ended: on the request itself when it was made in this same
+/// transaction (so that it is written once, already settled), else as a settlement of a stored
+/// request.
+fn record_settlement(state: &mut AccountState, settlement: TopUpSettlement) {
+    if let Some(request) = state
+        .effects
+        .top_up_requests
+        .iter_mut()
+        .find(|r| r.id == settlement.id)
+    {
+        request.status = settlement.status;
+        request.settled_at = Some(settlement.settled_at);
+        request.grant_id = settlement.grant_id;
+        request.failure = settlement.failure;
+    } else {
+        state.effects.top_up_settlements.push(settlement);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::ledger::account::{self, AccountInput};
+    use crate::ledger::command::{self, Command, Request};
+    use crate::ledger::grant::{GrantRequest, GrantSource};
+    use crate::ledger::plan::{Pack, PoolSpec};
+    use crate::ledger::types::KeyId;
+
+    #[test]
+    fn a_request_made_and_settled_in_one_batch_is_written_once_already_settled() {
+        let pool = PoolName::default_pool();
+        let mut plan = Plan::for_tests(
+            BTreeMap::from([(pool.clone(), PoolSpec::limited(100))]),
+            BTreeMap::new(),
+        );
+        let tiny = PackId::parse("pack", "tiny").unwrap();
+        plan.definition.packs.insert(
+            tiny.clone(),
+            Pack {
+                pool: pool.clone(),
+                credits: 5,
+                expires_in_days: None,
+                price: None,
+                stripe_price: None,
+            },
+        );
+        let now = Utc.with_ymd_and_hms(2026, 12, 2, 12, 0, 0).unwrap();
+        let input = AccountInput {
+            plan: plan.id.clone(),
+            billing_anchor: None,
+            external_id: None,
+            metadata: None,
+            shared: None,
+            auto_top_up: Some(Some(AutoTopUp {
+                pack: tiny.clone(),
+                below: 500,
+                max_per_period: 3,
+            })),
+        };
+        let key = KeyId::parse("key_id", "key_1").unwrap();
+        // Opening asks at once (100 < 500); a pack grant in the same batch settles that request
+        // and, still below, makes the next.
+        let mut state = account::open(&key, &plan, &input, now).unwrap();
+        let grant = Request::new(
+            Command::Grant(GrantRequest {
+                source: GrantSource::Pack(tiny),
+                effective_at: None,
+                priority: 0,
+                metadata: serde_json::json!({}),
+            }),
+            None,
+        );
+        command::apply(&mut state, &grant, now).unwrap();
+        let requests = &state.effects.top_up_requests;
+        assert_eq!(requests.len(), 2);
+        assert_eq!(requests[0].status, "succeeded");
+        assert!(requests[0].grant_id.is_some());
+        assert_eq!(requests[1].status, "requested");
+        assert!(state.effects.top_up_settlements.is_empty());
+        assert_eq!(state.pools[&pool].top_up_in_flight, Some(requests[1].id));
+        assert_eq!(state.pools[&pool].top_ups_requested, 2);
+    }
 }

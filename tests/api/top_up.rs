@@ -194,3 +194,36 @@ async fn the_audit_finds_a_request_in_flight_that_does_not_match() {
     assert_eq!(violations[0].check, "top_up_in_flight_matches_requests");
     assert_eq!(violations[0].key_id.as_deref(), Some("key_1"));
 }
+
+#[tokio::test]
+async fn a_pack_too_small_to_lift_the_pool_settles_and_asks_again_in_one_transaction() {
+    let app = spawn_app().await;
+    app.put_plan(
+        "pro",
+        json!({"name": "Pro", "interval": "month", "pools": {"credits": {"allowance": 100}},
+               "packs": {"tiny": {"credits": 5}}}),
+    )
+    .await;
+    app.put("/v1/accounts/key_1")
+        .json(json!({"plan": "pro",
+                     "auto_top_up": {"pack": "tiny", "below": 50, "max_per_period": 3}}))
+        .send()
+        .await
+        .assert_status(201);
+    app.debit("key_1", json!({"cost": 60}))
+        .await
+        .assert_status(201);
+    // 40 + 5 = 45, still below 50: the grant settles the first request and makes the second.
+    app.post("/v1/accounts/key_1/grants")
+        .json(json!({"pack": "tiny"}))
+        .send()
+        .await
+        .assert_status(201);
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT status FROM auto_top_ups ORDER BY created_at, id")
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(statuses, ["succeeded", "requested"]);
+    app.assert_audit_clean().await;
+}

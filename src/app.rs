@@ -38,6 +38,8 @@ pub struct AppState {
     pub webhooks: Webhooks,
     /// The Stripe client; `None` without `STRIPE_SECRET_KEY`.
     pub stripe: Option<crate::stripe::Stripe>,
+    /// Pays for auto top-up requests through Stripe; `None` without `STRIPE_SECRET_KEY`.
+    pub top_up_charger: Option<crate::stripe::top_up::TopUpCharger>,
     /// Sends overage to Stripe meter events; `None` without `STRIPE_SECRET_KEY`.
     pub meter: Option<crate::stripe::meter::MeterReporter>,
     /// `STRIPE_WEBHOOK_SECRET`: verifies `POST /v1/stripe/webhook`; `None` leaves it off.
@@ -90,20 +92,25 @@ impl AppState {
                 clock.clone(),
             )
         });
+        let ledger = Ledger::with_writers(
+            db.clone(),
+            clock,
+            config.writers,
+            config.write_batch,
+            Some(config.write_start_within()),
+        );
+        let top_up_charger = stripe.clone().map(|client| {
+            crate::stripe::top_up::TopUpCharger::new(db.clone(), client, ledger.clone())
+        });
         Ok(AppState {
             readiness,
+            top_up_charger,
             webhooks,
             meter,
             stripe,
             stripe_webhook_secret: config.stripe.webhook_secret.as_deref().map(Arc::from),
             metrics: crate::telemetry::handle(),
-            ledger: Ledger::with_writers(
-                db,
-                clock,
-                config.writers,
-                config.write_batch,
-                Some(config.write_start_within()),
-            ),
+            ledger,
             tokens: Arc::new(Tokens::new(&config.admin_tokens, &config.service_tokens)),
             request_timeout: config.request_timeout,
             header_timeout: config.header_timeout,

@@ -183,6 +183,10 @@ async fn serve(config: Config, pool: sqlx::PgPool) -> Result<(), String> {
         .meter
         .clone()
         .map(|meter| meter.spawn(config.webhook_poll, shutdown.clone()));
+    let charger = state
+        .top_up_charger
+        .clone()
+        .map(|charger| charger.spawn(config.webhook_poll, shutdown.clone()));
     let served = app::serve(listener, state, shutdown.clone()).await;
     shutdown.cancel();
     if let Some(worker) = worker {
@@ -190,6 +194,9 @@ async fn serve(config: Config, pool: sqlx::PgPool) -> Result<(), String> {
     }
     if let Some(meter) = meter {
         let _ = meter.await;
+    }
+    if let Some(charger) = charger {
+        let _ = charger.await;
     }
     if let Err(err) = jobs.shutdown().await {
         tracing::warn!(error = %err, "scheduler did not stop cleanly");

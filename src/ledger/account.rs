@@ -140,6 +140,10 @@ pub fn update(
         if let Some(policy) = policy {
             policy.validate(&state.plan)?;
         }
+        if state.account.auto_top_up != *policy {
+            // What the old policy asked for is not what the account wants any more.
+            super::top_up::cancel_in_flight(state, "the auto_top_up policy was changed", now)?;
+        }
         state.account.auto_top_up = policy.clone();
     }
     state.touch_account(now);

@@ -18,7 +18,7 @@ pub const GRANT_EXPIRED: &str = "grant.expired";
 pub const RESERVATION_EXPIRED: &str = "reservation.expired";
 
 /// Every event type, for webhook endpoint subscriptions.
-pub const ALL: [&str; 9] = [
+pub const ALL: [&str; 10] = [
     THRESHOLD_REACHED,
     THRESHOLD_RESOLVED,
     EXHAUSTED,
@@ -28,6 +28,7 @@ pub const ALL: [&str; 9] = [
     RESERVATION_EXPIRED,
     super::top_up::REQUESTED,
     super::top_up::SUCCEEDED,
+    super::top_up::FAILED,
 ];
 
 /// After `used` went from `old_used` to `new_used`: announces each of the plan's thresholds (a

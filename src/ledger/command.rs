@@ -54,6 +54,12 @@ pub enum Command {
         plan: Box<Plan>,
         proration: Proration,
     },
+    /// An auto top-up request could not be paid for: it ends `failed`.
+    TopUpFailed {
+        request_id: Uuid,
+        pool: super::types::PoolName,
+        reason: String,
+    },
 }
 
 /// An Idempotency-Key with the hash of the request it came with.
@@ -137,7 +143,10 @@ pub fn apply(
     // A command that may move credits is followed by the auto top-up check, in its transaction.
     let may_move_credits = !matches!(
         &request.command,
-        Command::Inspect | Command::Debit(DebitRequest { dry_run: true, .. })
+        Command::Inspect
+            | Command::Debit(DebitRequest { dry_run: true, .. })
+            // A failed top-up is not asked for again at once: the next change may ask.
+            | Command::TopUpFailed { .. }
     );
     let answer = match roll::catch_up(state, now)
         .and_then(|maintenance| run(state, &request.command, maintenance, now))
@@ -219,6 +228,14 @@ fn run(
         }
         Command::ChangePlan { plan, proration } => {
             plan_change::change_plan(state, plan, *proration, now)?;
+            Answer::Account(Box::new(view::account(state, now)?))
+        }
+        Command::TopUpFailed {
+            request_id,
+            pool,
+            reason,
+        } => {
+            super::top_up::fail(state, *request_id, pool, reason, now)?;
             Answer::Account(Box::new(view::account(state, now)?))
         }
     })

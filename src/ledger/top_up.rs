@@ -16,6 +16,7 @@ use super::types::{check_positive, InvalidField, PackId, PoolName};
 
 pub const REQUESTED: &str = "credits.auto_top_up_requested";
 pub const SUCCEEDED: &str = "credits.auto_top_up_succeeded";
+pub const FAILED: &str = "credits.auto_top_up_failed";
 
 /// The most requests a policy may allow per period.
 pub const MAX_PER_PERIOD: i32 = 100;
@@ -83,11 +84,15 @@ pub struct TopUpSettlement {
 /// in flight for the pool, and the period's requests are not used up.
 pub fn check(state: &mut AccountState, now: DateTime<Utc>) -> Result<(), LedgerError> {
     let Some(policy) = state.account.auto_top_up.clone() else {
-        return Ok(());
+        return cancel_in_flight(state, "the auto_top_up policy was removed", now);
     };
-    // A plan that stopped selling the pack asks for nothing.
+    // A plan that stopped selling the pack asks for nothing, and what it asked for is off.
     let Some(pack) = state.plan.packs.get(&policy.pack).cloned() else {
-        return Ok(());
+        return cancel_in_flight(
+            state,
+            "the account's plan no longer sells the auto_top_up pack",
+            now,
+        );
     };
     let Some(counters) = state.pools.get(&pack.pool) else {
         return Ok(());
@@ -162,6 +167,56 @@ pub fn settle_with_grant(
                "grant_id": grant_id}),
         now,
     );
+    Ok(())
+}
+
+/// The request in flight in `pool` could not be paid for: it ends `failed`, with the event
+/// `credits.auto_top_up_failed`. A request no longer in flight (settled meanwhile) is left as it
+/// is.
+pub fn fail(
+    state: &mut AccountState,
+    id: Uuid,
+    pool: &PoolName,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), LedgerError> {
+    if state.pools.get(pool).and_then(|c| c.top_up_in_flight) != Some(id) {
+        return Ok(());
+    }
+    state.pool_mut(pool)?.top_up_in_flight = None;
+    record_settlement(
+        state,
+        TopUpSettlement {
+            id,
+            status: "failed".into(),
+            settled_at: now,
+            grant_id: None,
+            failure: Some(reason.to_owned()),
+        },
+    );
+    let key_id = state.key_id().to_string();
+    state.emit(
+        FAILED,
+        json!({"key_id": key_id, "request_id": id, "pool": pool, "reason": reason}),
+        now,
+    );
+    Ok(())
+}
+
+/// Ends every request in flight as `failed` with `reason` (the policy behind it changed).
+pub fn cancel_in_flight(
+    state: &mut AccountState,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), LedgerError> {
+    let in_flight: Vec<(PoolName, Uuid)> = state
+        .pools
+        .values()
+        .filter_map(|c| c.top_up_in_flight.map(|id| (c.pool.clone(), id)))
+        .collect();
+    for (pool, id) in in_flight {
+        fail(state, id, &pool, reason, now)?;
+    }
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use crate::ledger::grant::GrantRequest;
 use crate::ledger::model::{Account, Adjustment, Debit, Grant, Refund, Reservation};
 use crate::ledger::plan_change::Proration;
 use crate::ledger::reserve::ReservationRequest;
-use crate::ledger::types::{KeyId, PlanId};
+use crate::ledger::types::{KeyId, PlanId, PoolName};
 
 /// The typed answer of a command, or the stored one it replays.
 fn outcome<T>(
@@ -171,6 +171,32 @@ impl Ledger {
             },
         )
         .await
+    }
+
+    /// Ends an auto top-up request that could not be paid for.
+    pub async fn top_up_failed(
+        &self,
+        key_id: &KeyId,
+        request_id: Uuid,
+        pool: PoolName,
+        reason: String,
+    ) -> Result<(), ServiceError> {
+        let command = Command::TopUpFailed {
+            request_id,
+            pool,
+            reason,
+        };
+        self.command(
+            Target::Account(key_id.clone()),
+            command,
+            None,
+            |a| match a {
+                Answer::Account(_) => Some(()),
+                _ => None,
+            },
+        )
+        .await
+        .and_then(done)
     }
 
     /// Moves the account to another plan (or a newer version of its own) with a proration.

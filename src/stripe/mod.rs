@@ -7,6 +7,7 @@
 
 pub mod meter;
 pub mod signature;
+pub mod top_up;
 
 use std::time::Duration;
 
@@ -87,6 +88,40 @@ pub struct CheckoutRequest<'a> {
     /// Passed on as Stripe's `Idempotency-Key`, so a retried request makes one session (a call
     /// without one gets a fresh key that covers its own retries).
     pub idempotency_key: Option<&'a str>,
+}
+
+/// A charge of a saved payment method without the customer present.
+#[derive(Debug, Clone)]
+pub struct OffSessionCharge<'a> {
+    pub key_id: &'a str,
+    pub pack: &'a str,
+    pub request_id: &'a str,
+    pub customer: &'a str,
+    pub payment_method: &'a str,
+    pub amount: i64,
+    pub currency: &'a str,
+    pub description: &'a str,
+    pub idempotency_key: &'a str,
+}
+
+/// A PaymentIntent as the ledger reads it back.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+pub struct PaymentIntent {
+    pub id: String,
+    pub status: String,
+}
+
+/// A path segment with everything but unreserved characters percent-encoded.
+fn urlencoding_segment(raw: &str) -> String {
+    raw.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// Metadata keys the ledger sets on what it creates at Stripe, and reads back from webhooks.
@@ -179,28 +214,87 @@ impl Stripe {
             .map(|_| ())
     }
 
+    /// The customer's default payment method (`invoice_settings.default_payment_method`), if
+    /// any. A missing customer is a refusal (404).
+    pub async fn default_payment_method(
+        &self,
+        customer: &str,
+    ) -> Result<Option<String>, StripeError> {
+        #[derive(Deserialize)]
+        struct InvoiceSettings {
+            default_payment_method: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Customer {
+            invoice_settings: Option<InvoiceSettings>,
+        }
+        let path = format!("/v1/customers/{}", urlencoding_segment(customer));
+        let customer: Customer = self.send(reqwest::Method::GET, &path, &[], None).await?;
+        Ok(customer
+            .invoice_settings
+            .and_then(|s| s.default_payment_method))
+    }
+
+    /// `POST /v1/payment_intents`, confirmed off-session on the customer's payment method. The
+    /// Idempotency-Key makes a retry (or a second worker) return the same PaymentIntent.
+    pub async fn charge_off_session(
+        &self,
+        charge: &OffSessionCharge<'_>,
+    ) -> Result<PaymentIntent, StripeError> {
+        let amount = charge.amount.to_string();
+        let form = [
+            ("amount", amount.as_str()),
+            ("currency", charge.currency),
+            ("customer", charge.customer),
+            ("payment_method", charge.payment_method),
+            ("off_session", "true"),
+            ("confirm", "true"),
+            ("description", charge.description),
+            ("metadata[credit_ledger_key_id]", charge.key_id),
+            ("metadata[credit_ledger_pack]", charge.pack),
+            ("metadata[credit_ledger_auto_top_up]", charge.request_id),
+        ];
+        self.post_form("/v1/payment_intents", &form, Some(charge.idempotency_key))
+            .await
+    }
+
     async fn post_form<T: for<'de> Deserialize<'de>>(
         &self,
         path: &str,
         form: &[(&str, &str)],
         idempotency_key: Option<&str>,
     ) -> Result<T, StripeError> {
-        let url = format!("{}{path}", self.api_base);
         // Every call carries a key, so that the retries below can never do it twice.
         let key = idempotency_key
             .map(str::to_owned)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        self.send(reqwest::Method::POST, path, form, Some(&key))
+            .await
+    }
+
+    async fn send<T: for<'de> Deserialize<'de>>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        form: &[(&str, &str)],
+        idempotency_key: Option<&str>,
+    ) -> Result<T, StripeError> {
+        let url = format!("{}{path}", self.api_base);
         let mut last = String::new();
         for attempt in 0..=RETRIES {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt))).await;
             }
-            let call = self
+            let mut call = self
                 .http
-                .post(&url)
-                .bearer_auth(&self.secret_key)
-                .header("Idempotency-Key", &key)
-                .form(form);
+                .request(method.clone(), &url)
+                .bearer_auth(&self.secret_key);
+            if let Some(key) = idempotency_key {
+                call = call.header("Idempotency-Key", key);
+            }
+            if method == reqwest::Method::POST {
+                call = call.form(form);
+            }
             match call.send().await {
                 Ok(response) => {
                     let status = response.status();

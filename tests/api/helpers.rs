@@ -135,6 +135,8 @@ pub struct TestApp {
     webhooks: credit_ledger::webhooks::Webhooks,
     /// The Stripe meter reporter, with Stripe configured.
     pub meter: Option<credit_ledger::stripe::meter::MeterReporter>,
+    /// The auto top-up charger, with Stripe configured.
+    pub charger: Option<credit_ledger::stripe::top_up::TopUpCharger>,
     pub client: reqwest::Client,
     pub db: Arc<TestDb>,
     pub clock: TestClock,
@@ -205,6 +207,7 @@ async fn spawn_configured(db: Arc<TestDb>, settings: &[(&str, &str)]) -> TestApp
     let ledger = state.ledger.clone();
     let webhooks = state.webhooks.clone();
     let meter = state.meter.clone();
+    let charger = state.top_up_charger.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -217,6 +220,7 @@ async fn spawn_configured(db: Arc<TestDb>, settings: &[(&str, &str)]) -> TestApp
         ledger,
         webhooks,
         meter,
+        charger,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()

@@ -37,6 +37,10 @@ struct DoubleState {
     any_price: std::sync::atomic::AtomicBool,
     sessions: Mutex<HashMap<String, Value>>,
     meter_events: Mutex<Vec<Value>>,
+    /// Customer id → its default payment method.
+    customers: Mutex<HashMap<String, Option<String>>>,
+    /// PaymentIntents that succeeded.
+    charges: Mutex<Vec<Value>>,
     replies: Mutex<Replies>,
     received: Mutex<Vec<Received>>,
     failures_left: AtomicUsize,
@@ -198,6 +202,99 @@ async fn checkout_sessions(
     (StatusCode::OK, Json(session)).into_response()
 }
 
+/// `GET /v1/customers/{id}`.
+async fn customer(
+    State(state): State<Arc<DoubleState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(answer) = preamble(
+        &state,
+        &format!("/v1/customers/{id}"),
+        &headers,
+        &BTreeMap::new(),
+    ) {
+        return *answer;
+    }
+    match state.customers.lock().unwrap().get(&id) {
+        Some(pm) => (
+            StatusCode::OK,
+            Json(json!({"id": id, "object": "customer",
+                        "invoice_settings": {"default_payment_method": pm}})),
+        )
+            .into_response(),
+        None => stripe_error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("resource_missing"),
+            Some("id"),
+            &format!("No such customer: '{id}'"),
+        ),
+    }
+}
+
+/// `POST /v1/payment_intents`, confirmed off-session. Stripe's test payment methods decide:
+/// `pm_card_visa` succeeds, `pm_card_chargeDeclined` is declined (402 `card_error`),
+/// `pm_card_authenticationRequired` needs the customer (402 `authentication_required`).
+async fn payment_intents(
+    State(state): State<Arc<DoubleState>>,
+    headers: HeaderMap,
+    Form(form): Form<BTreeMap<String, String>>,
+) -> Response {
+    let idempotency_key = match preamble(&state, "/v1/payment_intents", &headers, &form) {
+        Ok(key) => key,
+        Err(answer) => return *answer,
+    };
+    for required in ["amount", "currency", "customer", "payment_method"] {
+        if !form.contains_key(required) {
+            return stripe_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("parameter_missing"),
+                Some(required),
+                &format!("Missing required param: {required}."),
+            );
+        }
+    }
+    let card_error = |code: &str, decline: Option<&str>, message: &str| {
+        (
+            StatusCode::PAYMENT_REQUIRED,
+            Json(
+                json!({"error": {"type": "card_error", "code": code, "decline_code": decline,
+                                  "message": message, "param": null}}),
+            ),
+        )
+            .into_response()
+    };
+    let answer = match form["payment_method"].as_str() {
+        "pm_card_chargeDeclined" => {
+            return card_error(
+                "card_declined",
+                Some("generic_decline"),
+                "Your card was declined.",
+            )
+        }
+        "pm_card_authenticationRequired" => {
+            return card_error(
+                "authentication_required",
+                None,
+                "This payment requires authentication by the customer.",
+            )
+        }
+        _ => {
+            let n = state.next_id.fetch_add(1, Ordering::SeqCst) + 1;
+            json!({"id": format!("pi_test_{n}"), "object": "payment_intent",
+                   "status": "succeeded", "amount": form["amount"].parse::<i64>().unwrap_or(0),
+                   "currency": form["currency"], "customer": form["customer"],
+                   "metadata": {"credit_ledger_auto_top_up":
+                                form.get("metadata[credit_ledger_auto_top_up]")}})
+        }
+    };
+    state.charges.lock().unwrap().push(answer.clone());
+    remember(&state, idempotency_key, form, &answer);
+    (StatusCode::OK, Json(answer)).into_response()
+}
+
 /// `POST /v1/billing/meter_events`: an identifier already used is refused (Stripe enforces
 /// uniqueness for at least 24 hours), and not counted.
 async fn meter_events(
@@ -267,6 +364,8 @@ impl StripeDouble {
         let app = Router::new()
             .route("/v1/checkout/sessions", post(checkout_sessions))
             .route("/v1/billing/meter_events", post(meter_events))
+            .route("/v1/customers/{id}", axum::routing::get(customer))
+            .route("/v1/payment_intents", post(payment_intents))
             .with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
@@ -302,6 +401,20 @@ impl StripeDouble {
 
     pub fn received(&self) -> Vec<Received> {
         self.state.received.lock().unwrap().clone()
+    }
+
+    /// A customer with (or without) a default payment method.
+    pub fn add_customer(&self, id: &str, default_payment_method: Option<&str>) {
+        self.state
+            .customers
+            .lock()
+            .unwrap()
+            .insert(id.to_owned(), default_payment_method.map(str::to_owned));
+    }
+
+    /// The PaymentIntents that succeeded (each charge once).
+    pub fn charges(&self) -> Vec<Value> {
+        self.state.charges.lock().unwrap().clone()
     }
 
     /// The meter events accepted (each identifier once).

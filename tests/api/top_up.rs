@@ -227,3 +227,191 @@ async fn a_pack_too_small_to_lift_the_pool_settles_and_asks_again_in_one_transac
     assert_eq!(statuses, ["succeeded", "requested"]);
     app.assert_audit_clean().await;
 }
+
+#[tokio::test]
+async fn changing_or_removing_the_policy_ends_the_request_in_flight() {
+    let app = app_with_policy(json!({"pack": "starter", "below": 500, "max_per_period": 5})).await;
+    assert_eq!(requests(&app).await, [("requested".to_owned(), 100)]);
+    app.put("/v1/accounts/key_1")
+        .json(json!({"plan": "pro", "auto_top_up": null}))
+        .send()
+        .await
+        .assert_status(200);
+    assert_eq!(requests(&app).await, [("failed".to_owned(), 100)]);
+    let failed = events_of(&app, "credits.auto_top_up_failed").await;
+    assert_eq!(failed[0]["reason"], "the auto_top_up policy was changed");
+    // Back on, lower: the next change below the new threshold asks afresh (the period's
+    // count, 1 so far, still counts against max_per_period).
+    app.put("/v1/accounts/key_1")
+        .json(json!({"plan": "pro",
+                     "auto_top_up": {"pack": "starter", "below": 30, "max_per_period": 2}}))
+        .send()
+        .await
+        .assert_status(200);
+    app.debit("key_1", json!({"cost": 80}))
+        .await
+        .assert_status(201);
+    assert_eq!(
+        requests(&app).await,
+        [("failed".to_owned(), 100), ("requested".to_owned(), 20)]
+    );
+    app.assert_audit_clean().await;
+}
+
+mod with_stripe {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::{events_of, requests};
+    use crate::helpers::{spawn_app_on_with, spawn_app_with, TestApp};
+    use crate::stripe_double::{StripeDouble, SECRET_KEY};
+
+    async fn app(stripe: &StripeDouble, customer: Option<&str>) -> TestApp {
+        let app = spawn_app_with(&[
+            ("STRIPE_SECRET_KEY", SECRET_KEY),
+            ("STRIPE_API_BASE", &stripe.base_url),
+        ])
+        .await;
+        app.put_plan(
+            "pro",
+            json!({"name": "Pro", "interval": "month", "pools": {"credits": {"allowance": 100}},
+                   "packs": {"starter": {"credits": 50,
+                                         "price": {"amount": 500, "currency": "usd"}}}}),
+        )
+        .await;
+        let metadata = customer.map_or(json!({}), |c| json!({"stripe_customer_id": c}));
+        app.put("/v1/accounts/key_1")
+            .json(json!({"plan": "pro", "metadata": metadata,
+                         "auto_top_up": {"pack": "starter", "below": 30, "max_per_period": 3}}))
+            .send()
+            .await
+            .assert_status(201);
+        app.debit("key_1", json!({"cost": 80}))
+            .await
+            .assert_status(201);
+        assert_eq!(requests(&app).await, [("requested".to_owned(), 20)]);
+        app
+    }
+
+    #[tokio::test]
+    async fn a_request_is_charged_off_session_once_and_the_pack_granted() {
+        let stripe = StripeDouble::start().await;
+        stripe.add_customer("cus_ok", Some("pm_card_visa"));
+        let app = app(&stripe, Some("cus_ok")).await;
+        let charger = app.charger.as_ref().unwrap();
+        assert_eq!(charger.charge_due(10).await.unwrap(), 1);
+        assert_eq!(charger.charge_due(10).await.unwrap(), 0, "settled");
+        let charges = stripe.charges();
+        assert_eq!(charges.len(), 1);
+        assert_eq!(charges[0]["amount"], 500);
+        assert_eq!(charges[0]["currency"], "usd");
+        assert_eq!(charges[0]["customer"], "cus_ok");
+        let sent = stripe
+            .received()
+            .into_iter()
+            .find(|r| r.path == "/v1/payment_intents")
+            .unwrap();
+        assert_eq!(sent.form["off_session"], "true");
+        assert_eq!(sent.form["confirm"], "true");
+        assert_eq!(sent.form["payment_method"], "pm_card_visa");
+        assert!(sent
+            .idempotency_key
+            .unwrap()
+            .starts_with("credit-ledger-auto-top-up-"));
+        assert_eq!(requests(&app).await, [("succeeded".to_owned(), 20)]);
+        assert_eq!(app.available("key_1", "credits").await, Some(70));
+        let grants = app.get("/v1/accounts/key_1/grants").send().await;
+        let pack = &grants.body["data"][0];
+        assert_eq!(pack["pack"], "starter");
+        assert_eq!(pack["metadata"]["stripe_payment_intent"], charges[0]["id"]);
+        assert_eq!(
+            events_of(&app, "credits.auto_top_up_succeeded").await.len(),
+            1
+        );
+        app.assert_audit_clean().await;
+    }
+
+    #[tokio::test]
+    async fn a_declined_card_ends_the_request_failed_and_grants_nothing() {
+        let stripe = StripeDouble::start().await;
+        stripe.add_customer("cus_declined", Some("pm_card_chargeDeclined"));
+        let app = app(&stripe, Some("cus_declined")).await;
+        assert_eq!(
+            app.charger.as_ref().unwrap().charge_due(10).await.unwrap(),
+            1
+        );
+        assert_eq!(requests(&app).await, [("failed".to_owned(), 20)]);
+        assert!(stripe.charges().is_empty());
+        assert_eq!(app.available("key_1", "credits").await, Some(20));
+        let failed = events_of(&app, "credits.auto_top_up_failed").await;
+        let reason = failed[0]["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("Your card was declined") && reason.contains("generic_decline"),
+            "{reason}"
+        );
+        // Not asked again at once; the next change below the threshold asks (2 of 3).
+        app.debit("key_1", json!({"cost": 1}))
+            .await
+            .assert_status(201);
+        assert_eq!(requests(&app).await.len(), 2);
+        app.assert_audit_clean().await;
+    }
+
+    #[tokio::test]
+    async fn without_a_customer_or_a_payment_method_the_request_fails_with_the_reason() {
+        let stripe = StripeDouble::start().await;
+        stripe.add_customer("cus_bare", None);
+        for (customer, reason) in [
+            (None, "no metadata.stripe_customer_id"),
+            (Some("cus_bare"), "no default payment method"),
+            (Some("cus_missing"), "No such customer"),
+        ] {
+            let app = app(&stripe, customer).await;
+            app.charger.as_ref().unwrap().charge_due(10).await.unwrap();
+            assert_eq!(requests(&app).await, [("failed".to_owned(), 20)]);
+            let failed = events_of(&app, "credits.auto_top_up_failed").await;
+            let text = failed[0]["reason"].as_str().unwrap();
+            assert!(text.contains(reason), "{text}");
+        }
+        assert!(stripe.charges().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stripe_outage_waits_and_two_workers_charge_once() {
+        let stripe = StripeDouble::start().await;
+        stripe.add_customer("cus_ok", Some("pm_card_visa"));
+        let app = app(&stripe, Some("cus_ok")).await;
+        // Stripe answers 500 to the first call and its two quick retries: the request waits.
+        stripe.fail_next(3);
+        assert_eq!(
+            app.charger.as_ref().unwrap().charge_due(10).await.unwrap(),
+            1
+        );
+        assert_eq!(requests(&app).await, [("requested".to_owned(), 20)]);
+        assert_eq!(
+            app.charger.as_ref().unwrap().charge_due(10).await.unwrap(),
+            0
+        );
+        // A minute later two replicas run their workers at once: one charge, one grant.
+        let other = spawn_app_on_with(
+            Arc::clone(&app.db),
+            &[
+                ("STRIPE_SECRET_KEY", SECRET_KEY),
+                ("STRIPE_API_BASE", &stripe.base_url),
+            ],
+        )
+        .await;
+        app.clock.advance(chrono::Duration::seconds(61));
+        other.clock.advance(chrono::Duration::seconds(61));
+        let (a, b) = tokio::join!(
+            app.charger.as_ref().unwrap().charge_due(10),
+            other.charger.as_ref().unwrap().charge_due(10)
+        );
+        assert_eq!(a.unwrap() + b.unwrap(), 1);
+        assert_eq!(stripe.charges().len(), 1);
+        assert_eq!(requests(&app).await, [("succeeded".to_owned(), 20)]);
+        assert_eq!(app.available("key_1", "credits").await, Some(70));
+        app.assert_audit_clean().await;
+    }
+}

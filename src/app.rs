@@ -81,7 +81,9 @@ impl AppState {
             .stripe
             .secret_key
             .as_deref()
-            .map(|key| crate::stripe::Stripe::new(&config.stripe.api_base, key))
+            .map(|key| {
+                crate::stripe::Stripe::new(&config.stripe.api_base, key, config.stripe.timeout)
+            })
             .transpose()
             .map_err(|e| format!("cannot build the Stripe client: {e}"))?;
         let meter = stripe.clone().map(|client| {

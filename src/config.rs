@@ -306,6 +306,12 @@ impl Config {
                         })?,
                 },
                 webhook_secret: lookup("STRIPE_WEBHOOK_SECRET").filter(|k| !k.trim().is_empty()),
+                timeout: Duration::from_millis(number(
+                    "STRIPE_TIMEOUT_MS",
+                    lookup("STRIPE_TIMEOUT_MS"),
+                    20_000,
+                    |n| (100..=120_000).contains(n),
+                )?),
                 meter_event_name: match lookup("STRIPE_METER_EVENT_NAME") {
                     None => crate::stripe::DEFAULT_METER_EVENT_NAME.to_owned(),
                     Some(name)

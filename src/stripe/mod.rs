@@ -26,6 +26,8 @@ pub struct StripeSettings {
     pub webhook_secret: Option<String>,
     /// `STRIPE_METER_EVENT_NAME`.
     pub meter_event_name: String,
+    /// `STRIPE_TIMEOUT_MS`: the most one call to Stripe may take (each attempt).
+    pub timeout: Duration,
 }
 
 impl std::fmt::Debug for StripeSettings {
@@ -39,6 +41,7 @@ impl std::fmt::Debug for StripeSettings {
                 &self.webhook_secret.as_ref().map(|_| "***"),
             )
             .field("meter_event_name", &self.meter_event_name)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -147,11 +150,15 @@ impl std::fmt::Debug for Stripe {
 }
 
 impl Stripe {
-    pub fn new(api_base: &str, secret_key: &str) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        api_base: &str,
+        secret_key: &str,
+        timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
         Ok(Stripe {
             http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(20))
+                .connect_timeout(Duration::from_secs(5).min(timeout))
+                .timeout(timeout)
                 .user_agent(concat!("credit-ledger/", env!("CARGO_PKG_VERSION")))
                 .build()?,
             api_base: api_base.trim_end_matches('/').to_owned(),

@@ -386,3 +386,43 @@ async fn overage_of_an_account_without_a_stripe_customer_is_not_reported() {
     assert_eq!(app.meter.as_ref().unwrap().report_due(10).await.unwrap(), 0);
     assert!(stripe.received().is_empty());
 }
+
+#[tokio::test]
+async fn a_stripe_that_does_not_answer_in_time_is_a_503_and_a_meter_event_waits() {
+    let stripe = StripeDouble::start().await;
+    let app = spawn_app_with(&[
+        ("STRIPE_SECRET_KEY", SECRET_KEY),
+        ("STRIPE_API_BASE", &stripe.base_url),
+        ("STRIPE_TIMEOUT_MS", "200"),
+    ])
+    .await;
+    app.put_plan(
+        "pro",
+        json!({"name": "Pro", "interval": "month",
+               "pools": {"credits": {"allowance": 100, "overage_limit": 100}},
+               "packs": {"starter": {"credits": 50, "stripe_price": "price_1Starter"}}}),
+    )
+    .await;
+    app.put("/v1/accounts/key_1")
+        .json(json!({"plan": "pro", "metadata": {"stripe_customer_id": "cus_1"}}))
+        .send()
+        .await
+        .assert_status(201);
+    stripe.add_price("price_1Starter");
+    stripe.delay_answers(std::time::Duration::from_secs(2));
+    // Each attempt gives up after 200 ms (the double would answer, successfully, after 2 s).
+    checkout(&app, "starter", None)
+        .await
+        .assert_error(503, "billing_unavailable");
+    app.debit("key_1", json!({"cost": 120}))
+        .await
+        .assert_status(201);
+    let meter = app.meter.as_ref().unwrap();
+    assert_eq!(meter.report_due(10).await.unwrap(), 1);
+    let status: String = sqlx::query_scalar("SELECT status FROM stripe_meter_events")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "pending", "a timeout is tried again later");
+    assert!(stripe.meter_events().is_empty());
+}

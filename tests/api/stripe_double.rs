@@ -44,6 +44,8 @@ struct DoubleState {
     replies: Mutex<Replies>,
     received: Mutex<Vec<Received>>,
     failures_left: AtomicUsize,
+    /// Answers wait this long (a slow or hung Stripe).
+    delay: Mutex<std::time::Duration>,
     next_id: AtomicUsize,
 }
 
@@ -91,6 +93,7 @@ fn preamble(
         idempotency_key: idempotency_key.clone(),
         form: form.clone(),
     });
+
     if headers.get("authorization").and_then(|v| v.to_str().ok())
         != Some(&format!("Bearer {SECRET_KEY}"))
     {
@@ -134,6 +137,12 @@ fn preamble(
     Ok(idempotency_key)
 }
 
+/// Waits as long as `delay_answers` says: a Stripe that answers too slowly.
+async fn stall(state: &DoubleState) {
+    let delay = *state.delay.lock().unwrap();
+    tokio::time::sleep(delay).await;
+}
+
 fn remember(
     state: &DoubleState,
     key: Option<String>,
@@ -154,6 +163,7 @@ async fn checkout_sessions(
     headers: HeaderMap,
     Form(form): Form<BTreeMap<String, String>>,
 ) -> Response {
+    stall(&state).await;
     let idempotency_key = match preamble(&state, "/v1/checkout/sessions", &headers, &form) {
         Ok(key) => key,
         Err(answer) => return *answer,
@@ -208,6 +218,7 @@ async fn customer(
     axum::extract::Path(id): axum::extract::Path<String>,
     headers: HeaderMap,
 ) -> Response {
+    stall(&state).await;
     if let Err(answer) = preamble(
         &state,
         &format!("/v1/customers/{id}"),
@@ -241,6 +252,7 @@ async fn payment_intents(
     headers: HeaderMap,
     Form(form): Form<BTreeMap<String, String>>,
 ) -> Response {
+    stall(&state).await;
     let idempotency_key = match preamble(&state, "/v1/payment_intents", &headers, &form) {
         Ok(key) => key,
         Err(answer) => return *answer,
@@ -302,6 +314,7 @@ async fn meter_events(
     headers: HeaderMap,
     Form(form): Form<BTreeMap<String, String>>,
 ) -> Response {
+    stall(&state).await;
     let idempotency_key = match preamble(&state, "/v1/billing/meter_events", &headers, &form) {
         Ok(key) => key,
         Err(answer) => return *answer,
@@ -401,6 +414,11 @@ impl StripeDouble {
 
     pub fn received(&self) -> Vec<Received> {
         self.state.received.lock().unwrap().clone()
+    }
+
+    /// Every answer from now on comes after `by`.
+    pub fn delay_answers(&self, by: std::time::Duration) {
+        *self.state.delay.lock().unwrap() = by;
     }
 
     /// A customer with (or without) a default payment method.

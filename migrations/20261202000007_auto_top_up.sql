@@ -15,6 +15,7 @@ CREATE TABLE auto_top_ups (
     pool            text NOT NULL,
     pack            text NOT NULL,
     credits         bigint NOT NULL,
+    expires_in_days integer,
     price_amount    bigint,
     price_currency  text,
     period_start    timestamptz NOT NULL,
@@ -29,6 +30,7 @@ CREATE TABLE auto_top_ups (
     attempts        integer NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL,
     leased_until    timestamptz,
+    payment_method  text,
     payment_intent  text,
     PRIMARY KEY (key_id, id)
 );
@@ -163,11 +165,12 @@ BEGIN
          WHERE t.key_id = s.key_id AND t.id = s.id AND t.status = 'requested';
     END IF;
     IF p_doc ? 'auto_top_ups' THEN
-        INSERT INTO auto_top_ups (key_id, id, pool, pack, credits, price_amount, price_currency,
-                                  period_start, available, status, created_at, next_attempt_at,
-                                  settled_at, grant_id, failure)
-        SELECT key_id, id, pool, pack, credits, price_amount, price_currency, period_start,
-               available, status, created_at, created_at, settled_at, grant_id, failure
+        INSERT INTO auto_top_ups (key_id, id, pool, pack, credits, expires_in_days, price_amount,
+                                  price_currency, period_start, available, status, created_at,
+                                  next_attempt_at, settled_at, grant_id, failure)
+        SELECT key_id, id, pool, pack, credits, expires_in_days, price_amount, price_currency,
+               period_start, available, status, created_at, created_at, settled_at, grant_id,
+               failure
           FROM jsonb_populate_recordset(NULL::auto_top_ups, p_doc->'auto_top_ups');
     END IF;
     IF p_doc ? 'alerts' THEN

@@ -18,7 +18,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::ledger::error::LedgerError;
 use crate::ledger::grant::{GrantRequest, GrantSource};
-use crate::ledger::types::{InvalidField, KeyId, PackId};
+use crate::ledger::types::{InvalidField, KeyId, PackId, PoolName};
 use crate::service::Outcome;
 use crate::stripe::{signature, CheckoutRequest, StripeError, METADATA_KEY_ID, METADATA_PACK};
 
@@ -134,6 +134,9 @@ pub async fn checkout(
         .create_checkout_session(&CheckoutRequest {
             key_id: account.as_str(),
             pack: pack_id.as_str(),
+            pool: pack.pool.as_str(),
+            credits: pack.credits,
+            expires_in_days: pack.expires_in_days,
             stripe_price,
             success_url: &body.success_url,
             cancel_url: &body.cancel_url,
@@ -210,8 +213,27 @@ pub async fn stripe_webhook(
         .map_err(|f| ApiError::invalid_field("invalid_event", &f))?;
     let pack = PackId::parse("pack", raw_pack)
         .map_err(|f| ApiError::invalid_field("invalid_event", &f))?;
+    // The pack as sold (pinned in the metadata at checkout); sessions made before the ledger
+    // pinned it take the catalogue's.
+    let sold = metadata["credit_ledger_credits"]
+        .as_str()
+        .and_then(|c| c.parse::<i64>().ok())
+        .filter(|c| *c > 0)
+        .zip(metadata["credit_ledger_pool"].as_str());
+    let source = match sold {
+        Some((credits, pool)) => GrantSource::Sold {
+            pack: pack.clone(),
+            pool: PoolName::parse("pool", pool)
+                .map_err(|f| ApiError::invalid_field("invalid_event", &f))?,
+            credits,
+            expires_in_days: metadata["credit_ledger_expires_in_days"]
+                .as_str()
+                .and_then(|d| d.parse::<i32>().ok()),
+        },
+        None => GrantSource::Pack(pack.clone()),
+    };
     let request = GrantRequest {
-        source: GrantSource::Pack(pack.clone()),
+        source,
         effective_at: None,
         priority: 0,
         metadata: json!({"stripe_checkout_session": session_id}),

@@ -144,7 +144,7 @@ fn normalized(request: &GrantRequest) -> Value {
             "effective_at": request.effective_at, "expires_at": expires_at,
             "priority": request.priority, "metadata": request.metadata,
         }),
-        GrantSource::Pack(pack) => json!({
+        GrantSource::Pack(pack) | GrantSource::Sold { pack, .. } => json!({
             "pack": pack, "effective_at": request.effective_at,
             "priority": request.priority, "metadata": request.metadata,
         }),

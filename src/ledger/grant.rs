@@ -24,6 +24,14 @@ pub enum GrantSource {
     /// A `pack` grant with the catalogue's pool, credits and expiry (counted from its
     /// effective time), as the plan's latest version defines them when it is made.
     Pack(PackId),
+    /// A pack as it was sold (its credits, pool and expiry fixed at the sale), whatever the
+    /// catalogue says now: a paid Checkout Session, a charged auto top-up.
+    Sold {
+        pack: PackId,
+        pool: PoolName,
+        credits: i64,
+        expires_in_days: Option<i32>,
+    },
 }
 
 /// A validated grant request.
@@ -57,35 +65,77 @@ pub fn grant(
                     pack: id.clone(),
                     known: state.plan.packs.keys().cloned().collect(),
                 })?;
-            let expires_at = pack
-                .expires_in_days
-                .map(|days| {
-                    check_timestamp(
-                        "effective_at",
-                        effective_at + chrono::Duration::days(i64::from(days)),
-                    )
-                    .map_err(|_| {
-                        LedgerError::Invalid(InvalidField::new(
-                            "effective_at",
-                            format!(
-                                "is too late: the pack's {days} days would end after 9999-12-31"
-                            ),
-                        ))
-                    })
-                })
-                .transpose()?;
             (
                 pack.pool.clone(),
                 GrantKind::Pack,
                 pack.credits,
-                expires_at,
+                pack_expiry(effective_at, pack.expires_in_days)?,
                 Some(id.clone()),
             )
         }
+        GrantSource::Sold {
+            pack,
+            pool,
+            credits,
+            expires_in_days,
+        } => (
+            pool.clone(),
+            GrantKind::Pack,
+            *credits,
+            pack_expiry(effective_at, *expires_in_days)?,
+            Some(pack.clone()),
+        ),
     };
     if !state.pools.contains_key(&pool) {
         return Err(PriceError::UnknownPool(pool).into());
     }
+    grant_resolved(
+        state,
+        request,
+        now,
+        effective_at,
+        (pool, kind, amount, expires_at, pack),
+    )
+}
+
+/// A pack's expiry: `days` after `effective_at`, within the year 9999.
+fn pack_expiry(
+    effective_at: DateTime<Utc>,
+    expires_in_days: Option<i32>,
+) -> Result<Option<DateTime<Utc>>, LedgerError> {
+    expires_in_days
+        .map(|days| {
+            check_timestamp(
+                "effective_at",
+                effective_at + chrono::Duration::days(i64::from(days)),
+            )
+            .map_err(|_| {
+                LedgerError::Invalid(InvalidField::new(
+                    "effective_at",
+                    format!("is too late: the pack's {days} days would end after 9999-12-31"),
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// What a grant comes to once its source is resolved: pool, kind, credits, expiry, pack.
+type Resolved = (
+    PoolName,
+    GrantKind,
+    i64,
+    Option<DateTime<Utc>>,
+    Option<PackId>,
+);
+
+fn grant_resolved(
+    state: &mut AccountState,
+    request: &GrantRequest,
+    now: DateTime<Utc>,
+    effective_at: DateTime<Utc>,
+    (pool, kind, amount, expires_at, pack): Resolved,
+) -> Result<Grant, LedgerError> {
+    let pack_id = pack.clone();
     if let Some(expires_at) = expires_at {
         if expires_at <= now || expires_at <= effective_at {
             return Err(LedgerError::Invalid(InvalidField::new(
@@ -120,17 +170,9 @@ pub fn grant(
     state.emit(alerts::GRANT_CREATED, payload, now);
     alerts::thresholds_resolved(state, &pool, now)?;
     if kind == GrantKind::Pack {
-        let pack = pack_id_of(request);
-        super::top_up::settle_with_grant(state, &pool, id, pack.as_ref(), now)?;
+        super::top_up::settle_with_grant(state, &pool, id, pack_id.as_ref(), now)?;
     }
     Ok(grant)
-}
-
-fn pack_id_of(request: &GrantRequest) -> Option<PackId> {
-    match &request.source {
-        GrantSource::Pack(id) => Some(id.clone()),
-        GrantSource::Amount { .. } => None,
-    }
 }
 
 /// Voids a grant: what it had left leaves the balance with a `void` entry. Voiding a voided

@@ -1,7 +1,8 @@
 //! Overage to Stripe meter events: the worker that sends the outbox rows the journal's trigger
 //! writes (migration 20261202000006), with retries. A row is claimed with a lease, so two
-//! replicas never send it at once; its identifier (and Stripe Idempotency-Key) is derived from
-//! the journal entry, so a repeat after a lost answer is dropped by Stripe.
+//! replicas never send it at once; its identifier is derived from the journal entry, so a repeat
+//! after a lost answer is dropped by Stripe. Each scheduled attempt has an Idempotency-Key of its
+//! own: Stripe replays a saved 5xx to a reused key for 24 hours.
 
 use std::time::Duration;
 
@@ -71,7 +72,8 @@ impl MeterReporter {
           RETURNING m.key_id, m.entry_id, m.customer, m.value, m.occurred_at, m.attempts",
         )
         .bind(now)
-        .bind(now + chrono::Duration::seconds(120))
+        // Long enough for every row of the batch, each up to three calls of STRIPE_TIMEOUT_MS.
+        .bind(now + chrono::Duration::seconds(1_800))
         .bind(batch)
         .fetch_all(&self.db)
         .await?;
@@ -85,6 +87,11 @@ impl MeterReporter {
                     row.value,
                     row.occurred_at.timestamp(),
                     &identifier(&row.key_id, row.entry_id),
+                    &format!(
+                        "{}-attempt-{}",
+                        identifier(&row.key_id, row.entry_id),
+                        row.attempts
+                    ),
                 )
                 .await;
             let now = self.clock.now();
@@ -141,7 +148,7 @@ impl MeterReporter {
                     _ = tokio::time::sleep(poll) => {}
                 }
                 while !shutdown.is_cancelled() {
-                    match self.report_due(50).await {
+                    match self.report_due(10).await {
                         Ok(n) if n > 0 => continue,
                         Ok(_) => break,
                         Err(err) => {

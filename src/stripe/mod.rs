@@ -84,6 +84,11 @@ pub struct CheckoutSession {
 pub struct CheckoutRequest<'a> {
     pub key_id: &'a str,
     pub pack: &'a str,
+    /// What the pack holds at the sale, pinned in the session's metadata: the webhook grants
+    /// exactly this, whatever the catalogue says by the time the payment arrives.
+    pub pool: &'a str,
+    pub credits: i64,
+    pub expires_in_days: Option<i32>,
     pub stripe_price: &'a str,
     pub success_url: &'a str,
     pub cancel_url: &'a str,
@@ -172,6 +177,8 @@ impl Stripe {
         &self,
         request: &CheckoutRequest<'_>,
     ) -> Result<CheckoutSession, StripeError> {
+        let credits = request.credits.to_string();
+        let days = request.expires_in_days.map(|d| d.to_string());
         let mut form: Vec<(&str, &str)> = vec![
             ("mode", "payment"),
             ("line_items[0][price]", request.stripe_price),
@@ -181,6 +188,8 @@ impl Stripe {
             ("client_reference_id", request.key_id),
             ("metadata[credit_ledger_key_id]", request.key_id),
             ("metadata[credit_ledger_pack]", request.pack),
+            ("metadata[credit_ledger_pool]", request.pool),
+            ("metadata[credit_ledger_credits]", credits.as_str()),
             (
                 "payment_intent_data[metadata][credit_ledger_key_id]",
                 request.key_id,
@@ -193,12 +202,17 @@ impl Stripe {
         if let Some(customer) = request.customer {
             form.push(("customer", customer));
         }
+        if let Some(days) = days.as_deref() {
+            form.push(("metadata[credit_ledger_expires_in_days]", days));
+        }
         self.post_form("/v1/checkout/sessions", &form, request.idempotency_key)
             .await
     }
 
-    /// `POST /v1/billing/meter_events`: `value` units for `customer` at `timestamp`. The
-    /// `identifier` is also the request's Idempotency-Key, so a retry is answered, not counted.
+    /// `POST /v1/billing/meter_events`: `value` units for `customer` at `timestamp`. Stripe
+    /// drops an event whose `identifier` it has seen; `idempotency_key` covers this call's own
+    /// quick retries (a fresh one per scheduled attempt, since Stripe replays a saved 5xx to a
+    /// reused key for 24 hours).
     pub async fn create_meter_event(
         &self,
         event_name: &str,
@@ -206,6 +220,7 @@ impl Stripe {
         value: i64,
         timestamp: i64,
         identifier: &str,
+        idempotency_key: &str,
     ) -> Result<(), StripeError> {
         let value = value.to_string();
         let timestamp = timestamp.to_string();
@@ -216,9 +231,13 @@ impl Stripe {
             ("timestamp", timestamp.as_str()),
             ("identifier", identifier),
         ];
-        self.post_form::<serde_json::Value>("/v1/billing/meter_events", &form, Some(identifier))
-            .await
-            .map(|_| ())
+        self.post_form::<serde_json::Value>(
+            "/v1/billing/meter_events",
+            &form,
+            Some(idempotency_key),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// The customer's default payment method (`invoice_settings.default_payment_method`), if
@@ -240,6 +259,12 @@ impl Stripe {
         Ok(customer
             .invoice_settings
             .and_then(|s| s.default_payment_method))
+    }
+
+    /// `GET /v1/payment_intents/{id}`: a PaymentIntent's current status.
+    pub async fn payment_intent(&self, id: &str) -> Result<PaymentIntent, StripeError> {
+        let path = format!("/v1/payment_intents/{}", urlencoding_segment(id));
+        self.send(reqwest::Method::GET, &path, &[], None).await
     }
 
     /// `POST /v1/payment_intents`, confirmed off-session on the customer's payment method. The

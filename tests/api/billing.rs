@@ -340,13 +340,23 @@ async fn overage_is_reported_as_meter_events_once_with_retries_and_refunds_corre
         .iter()
         .all(|e| e["event_name"] == "credit_overage"
             && e["payload"]["stripe_customer_id"] == "cus_123"));
-    // Each call carried its identifier as Stripe's Idempotency-Key, retries included.
-    for received in stripe.received() {
-        assert_eq!(
-            received.idempotency_key.as_deref(),
-            Some(received.form["identifier"].as_str())
-        );
-    }
+    // One identifier per journal entry across every attempt; an Idempotency-Key per scheduled
+    // attempt (shared by its quick retries), since Stripe replays a saved 5xx to a reused key.
+    let received = stripe.received();
+    let first: Vec<_> = received
+        .iter()
+        .filter(|r| r.form["payload[value]"] == "50")
+        .collect();
+    assert_eq!(
+        first.len(),
+        4,
+        "3 failed tries, then the attempt that got through"
+    );
+    assert!(first
+        .iter()
+        .all(|r| r.form["identifier"] == first[0].form["identifier"]));
+    assert_eq!(first[0].idempotency_key, first[2].idempotency_key);
+    assert_ne!(first[0].idempotency_key, first[3].idempotency_key);
 
     // An answer lost after Stripe counted it: the row is sent again, and Stripe drops it.
     sqlx::query("UPDATE stripe_meter_events SET status = 'pending', sent_at = NULL")
@@ -425,4 +435,35 @@ async fn a_stripe_that_does_not_answer_in_time_is_a_503_and_a_meter_event_waits(
         .unwrap();
     assert_eq!(status, "pending", "a timeout is tried again later");
     assert!(stripe.meter_events().is_empty());
+}
+
+#[tokio::test]
+async fn a_paid_session_grants_what_was_sold_even_if_the_catalogue_changed() {
+    let stripe = StripeDouble::start().await;
+    let app = billing_app(&stripe).await;
+    let session = checkout(&app, "starter", None).await;
+    let id = session.body["id"].as_str().unwrap().to_owned();
+    // After the sale the pack is repriced, then dropped from the catalogue.
+    app.put_plan(
+        "pro",
+        json!({"name": "Pro", "interval": "month", "pools": {"credits": {"allowance": 100}}}),
+    )
+    .await;
+    let event = stripe.completed_event(&id, "evt_1");
+    let answer = deliver(&app, &event, signed(&app, &event)).await;
+    answer.assert_status(200);
+    assert_eq!(answer.body["grant"]["amount"], 5000);
+    assert_eq!(answer.body["grant"]["pack"], "starter");
+    let effective: chrono::DateTime<chrono::Utc> = answer.body["grant"]["effective_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let expires: chrono::DateTime<chrono::Utc> = answer.body["grant"]["expires_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(expires - effective, chrono::Duration::days(365));
+    assert_eq!(app.available("key_1", "credits").await, Some(5100));
 }

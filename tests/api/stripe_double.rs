@@ -41,6 +41,8 @@ struct DoubleState {
     customers: Mutex<HashMap<String, Option<String>>>,
     /// PaymentIntents that succeeded.
     charges: Mutex<Vec<Value>>,
+    /// Every PaymentIntent made, by id (its status can move on: `complete_payment`).
+    payment_intents: Mutex<HashMap<String, Value>>,
     replies: Mutex<Replies>,
     received: Mutex<Vec<Received>>,
     failures_left: AtomicUsize,
@@ -293,22 +295,57 @@ async fn payment_intents(
                 "This payment requires authentication by the customer.",
             )
         }
-        _ => {
+        method => {
             let n = state.next_id.fetch_add(1, Ordering::SeqCst) + 1;
+            // A bank debit is still processing when confirmed.
+            let status = if method == "pm_processing" {
+                "processing"
+            } else {
+                "succeeded"
+            };
             json!({"id": format!("pi_test_{n}"), "object": "payment_intent",
-                   "status": "succeeded", "amount": form["amount"].parse::<i64>().unwrap_or(0),
+                   "status": status, "amount": form["amount"].parse::<i64>().unwrap_or(0),
                    "currency": form["currency"], "customer": form["customer"],
                    "metadata": {"credit_ledger_auto_top_up":
                                 form.get("metadata[credit_ledger_auto_top_up]")}})
         }
     };
+    let id = answer["id"].as_str().unwrap().to_owned();
+    state
+        .payment_intents
+        .lock()
+        .unwrap()
+        .insert(id, answer.clone());
     state.charges.lock().unwrap().push(answer.clone());
     remember(&state, idempotency_key, form, &answer);
     (StatusCode::OK, Json(answer)).into_response()
 }
 
-/// `POST /v1/billing/meter_events`: an identifier already used is refused (Stripe enforces
-/// uniqueness for at least 24 hours), and not counted.
+/// `GET /v1/payment_intents/{id}`: the PaymentIntent as it stands now.
+async fn payment_intent(
+    State(state): State<Arc<DoubleState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    stall(&state).await;
+    let path = format!("/v1/payment_intents/{id}");
+    if let Err(answer) = preamble(&state, &path, &headers, &BTreeMap::new()) {
+        return *answer;
+    }
+    match state.payment_intents.lock().unwrap().get(&id) {
+        Some(intent) => (StatusCode::OK, Json(intent.clone())).into_response(),
+        None => stripe_error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("resource_missing"),
+            Some("intent"),
+            &format!("No such payment_intent: '{id}'"),
+        ),
+    }
+}
+
+/// `POST /v1/billing/meter_events`: an identifier already used is accepted and not counted
+/// again (Stripe enforces uniqueness for at least 24 hours).
 async fn meter_events(
     State(state): State<Arc<DoubleState>>,
     headers: HeaderMap,
@@ -344,20 +381,6 @@ async fn meter_events(
         );
     }
     let identifier = form.get("identifier").cloned().unwrap_or_default();
-    let mut events = state.meter_events.lock().unwrap();
-    if !identifier.is_empty()
-        && events
-            .iter()
-            .any(|e| e["identifier"] == identifier.as_str())
-    {
-        return stripe_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            None,
-            Some("identifier"),
-            &format!("An event already exists with identifier {identifier}."),
-        );
-    }
     let event = json!({
         "object": "billing.meter_event", "event_name": form["event_name"],
         "identifier": identifier, "livemode": false,
@@ -365,6 +388,18 @@ async fn meter_events(
         "payload": {"stripe_customer_id": form["payload[stripe_customer_id]"],
                     "value": form["payload[value]"]},
     });
+    let mut events = state.meter_events.lock().unwrap();
+    // Stripe ingests meter events asynchronously and drops one whose identifier it has seen:
+    // the call is accepted, the event not counted again.
+    if !identifier.is_empty()
+        && events
+            .iter()
+            .any(|e| e["identifier"] == identifier.as_str())
+    {
+        drop(events);
+        remember(&state, idempotency_key, form, &event);
+        return (StatusCode::OK, Json(event)).into_response();
+    }
     events.push(event.clone());
     drop(events);
     remember(&state, idempotency_key, form, &event);
@@ -379,6 +414,10 @@ impl StripeDouble {
             .route("/v1/billing/meter_events", post(meter_events))
             .route("/v1/customers/{id}", axum::routing::get(customer))
             .route("/v1/payment_intents", post(payment_intents))
+            .route(
+                "/v1/payment_intents/{id}",
+                axum::routing::get(payment_intent),
+            )
             .with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
@@ -430,7 +469,14 @@ impl StripeDouble {
             .insert(id.to_owned(), default_payment_method.map(str::to_owned));
     }
 
-    /// The PaymentIntents that succeeded (each charge once).
+    /// A processing PaymentIntent's bank debit went through.
+    pub fn complete_payment(&self, id: &str) {
+        if let Some(intent) = self.state.payment_intents.lock().unwrap().get_mut(id) {
+            intent["status"] = json!("succeeded");
+        }
+    }
+
+    /// The PaymentIntents made (each charge once), as first answered.
     pub fn charges(&self) -> Vec<Value> {
         self.state.charges.lock().unwrap().clone()
     }

@@ -414,4 +414,45 @@ mod with_stripe {
         assert_eq!(app.available("key_1", "credits").await, Some(70));
         app.assert_audit_clean().await;
     }
+
+    #[tokio::test]
+    async fn a_paid_request_is_granted_as_requested_even_if_the_catalogue_changed() {
+        let stripe = StripeDouble::start().await;
+        stripe.add_customer("cus_ok", Some("pm_card_visa"));
+        let app = app(&stripe, Some("cus_ok")).await;
+        // The pack leaves the catalogue after the request was made.
+        app.put_plan(
+            "pro",
+            json!({"name": "Pro", "interval": "month", "pools": {"credits": {"allowance": 100}}}),
+        )
+        .await;
+        let charger = app.charger.as_ref().unwrap();
+        assert_eq!(charger.charge_due(10).await.unwrap(), 1);
+        assert_eq!(charger.charge_due(10).await.unwrap(), 0);
+        assert_eq!(stripe.charges().len(), 1, "charged once");
+        assert_eq!(requests(&app).await, [("succeeded".to_owned(), 20)]);
+        assert_eq!(app.available("key_1", "credits").await, Some(70));
+    }
+
+    #[tokio::test]
+    async fn a_processing_payment_is_looked_at_again_and_never_charged_twice() {
+        let stripe = StripeDouble::start().await;
+        stripe.add_customer("cus_bank", Some("pm_processing"));
+        let app = app(&stripe, Some("cus_bank")).await;
+        let charger = app.charger.as_ref().unwrap();
+        assert_eq!(charger.charge_due(10).await.unwrap(), 1);
+        assert_eq!(requests(&app).await, [("requested".to_owned(), 20)]);
+        let intent = stripe.charges()[0]["id"].as_str().unwrap().to_owned();
+        // An hour later it is still processing, then it goes through.
+        app.clock.advance(chrono::Duration::seconds(3_601));
+        assert_eq!(charger.charge_due(10).await.unwrap(), 1);
+        assert_eq!(requests(&app).await, [("requested".to_owned(), 20)]);
+        stripe.complete_payment(&intent);
+        app.clock.advance(chrono::Duration::seconds(3_601));
+        assert_eq!(charger.charge_due(10).await.unwrap(), 1);
+        assert_eq!(requests(&app).await, [("succeeded".to_owned(), 20)]);
+        assert_eq!(stripe.charges().len(), 1, "one PaymentIntent in all");
+        assert_eq!(app.available("key_1", "credits").await, Some(70));
+        app.assert_audit_clean().await;
+    }
 }

@@ -107,15 +107,25 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// "1 credit", "30 credits".
+fn credits(n: i64) -> String {
+    if n == 1 {
+        "1 credit".to_owned()
+    } else {
+        format!("{n} credits")
+    }
+}
+
 fn exhausted_message(e: &Exhausted) -> String {
     let what = match &e.operation {
         Some(op) => format!(" for {op}"),
         None => String::new(),
     };
+    let noun = if e.required == 1 { "credit" } else { "credits" };
     let unit = if e.pool.as_str() == DEFAULT_POOL {
-        "credits".to_owned()
+        noun.to_owned()
     } else {
-        format!("{} credits", e.pool)
+        format!("{} {noun}", e.pool)
     };
     // What the customer can still spend: the balance plus any overage headroom left.
     let spendable = e.available.saturating_add(e.overage_limit);
@@ -174,7 +184,10 @@ impl From<LedgerError> for ApiError {
             LedgerError::AmountExceedsReservation { requested, held } => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "amount_exceeds_reservation",
-                format!("cannot commit {requested} credits: the reservation holds {held}"),
+                format!(
+                    "cannot commit {}: the reservation holds {held}",
+                    credits(requested)
+                ),
             )
             .with_details(json!({"field": "amount", "requested": requested, "held": held})),
             LedgerError::RefundExceedsDebit {
@@ -185,8 +198,9 @@ impl From<LedgerError> for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "refund_exceeds_debit",
                 format!(
-                    "cannot refund {requested} credits: the debit cost {cost} and {refunded} \
+                    "cannot refund {}: the debit cost {cost} and {refunded} \
                      were refunded already, so {} can still be refunded",
+                    credits(requested),
                     cost - refunded
                 ),
             )

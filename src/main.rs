@@ -48,7 +48,7 @@ fn init_logging(format: LogFormat) {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Openapi = cli.command {
-        print!("{}", credit_ledger::OPENAPI_YAML);
+        write_stdout(credit_ledger::OPENAPI_YAML);
         return ExitCode::SUCCESS;
     }
     let config = match Config::from_env() {
@@ -107,19 +107,30 @@ async fn audit(pool: sqlx::PgPool) -> Result<ExitCode, String> {
     pool.close().await;
     let checks = audit::CHECKS.len();
     if violations.is_empty() {
-        println!("audit: clean, {checks} checks");
+        write_stdout(&format!("audit: clean, {checks} checks\n"));
         return Ok(ExitCode::SUCCESS);
     }
-    for violation in &violations {
-        println!("{violation}");
-    }
+    let mut report: String = violations.iter().map(|v| format!("{v}\n")).collect();
     let failed: BTreeSet<&str> = violations.iter().map(|v| v.check).collect();
-    println!(
-        "audit: {} in {}",
+    report.push_str(&format!(
+        "audit: {} in {}\n",
         counted(violations.len(), "violation"),
         counted(failed.len(), "check")
-    );
+    ));
+    write_stdout(&report);
     Ok(ExitCode::FAILURE)
+}
+
+/// Writes a command's output to stdout. A reader that stopped reading (`| head`) ends the output
+/// quietly instead of the panic `print!` would raise on the broken pipe.
+fn write_stdout(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(err) => eprintln!("error: cannot write the output: {err}"),
+    }
 }
 
 fn counted(n: usize, noun: &str) -> String {

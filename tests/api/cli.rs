@@ -121,3 +121,22 @@ async fn serve_answers_and_stops_gracefully_on_sigterm() {
     })
     .await;
 }
+
+#[test]
+fn openapi_into_a_reader_that_stops_early_ends_quietly() {
+    use std::io::Read;
+    let mut child = binary()
+        .arg("openapi")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read a little, as `| head -c 16` would, then hang up.
+    let mut start = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut start).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(start.starts_with(b"openapi: 3.1.0"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+}

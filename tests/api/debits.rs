@@ -484,3 +484,17 @@ async fn a_grant_stops_counting_at_its_expiry_instant() {
     assert_eq!(debit.body["remaining"], 6);
     app.assert_audit_clean().await;
 }
+
+#[tokio::test]
+async fn a_refusal_of_one_credit_says_credit_not_credits() {
+    let app = spawn_app().await;
+    app.create_plan("tiny", Some(0)).await;
+    app.create_account("key_1", "tiny").await;
+    let refused = app.debit("key_1", json!({"cost": 1})).await;
+    refused.assert_error(402, "credits_exhausted");
+    let message = refused.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Key key_1 needs 1 credit but has none left;"),
+        "{message}"
+    );
+}

@@ -32,11 +32,14 @@ enum Command {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
-    // Logs go to stderr: stdout carries command output (audit, openapi).
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,sqlx=warn,tower_http=info,tokio_cron_scheduler=warn")
+    });
+    // Logs go to stderr: stdout carries command output (audit, openapi). Colours only for a
+    // terminal: a file or a pipe gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -76,11 +79,9 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, String> {
     db::migrate(&config.database_url, &pool)
         .await
         .map_err(|e| e.to_string())?;
+    tracing::info!("database ready: migrations applied");
     match command {
-        Command::Migrate => {
-            tracing::info!("migrations applied");
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Migrate => Ok(ExitCode::SUCCESS),
         Command::Serve => {
             pool.close().await;
             let pool = db::open_pool(

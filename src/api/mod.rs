@@ -26,7 +26,7 @@ use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::trace::TraceLayer;
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -105,7 +105,19 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
             TraceLayer::new_for_http()
-                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO))
+                // Latency as a number of milliseconds (JSON logs can sum it); 5xx at WARN.
+                .on_response(
+                    |response: &Response, latency: std::time::Duration, _: &tracing::Span| {
+                        let status = response.status().as_u16();
+                        let latency_ms = latency.as_secs_f64() * 1000.0;
+                        if response.status().is_server_error() {
+                            tracing::warn!(status, latency_ms, "response");
+                        } else {
+                            tracing::info!(status, latency_ms, "response");
+                        }
+                    },
+                )
+                .on_failure(())
                 .make_span_with(|request: &axum::http::Request<axum::body::Body>| {
                     let route = request
                         .extensions()

@@ -140,3 +140,48 @@ fn openapi_into_a_reader_that_stops_early_ends_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(output.status.success(), "{:?}: {stderr}", output.status);
 }
+
+#[tokio::test]
+async fn logs_into_a_file_are_plain_and_json_logs_carry_numbers() {
+    with_fresh_database_name(async |url| {
+        for format in ["text", "json"] {
+            let log = std::env::temp_dir().join(format!("cl-log-{}.log", uuid::Uuid::new_v4()));
+            let port = free_port();
+            let mut child = binary()
+                .arg("serve")
+                .env("DATABASE_URL", &url)
+                .env("LEDGER_LISTEN", format!("127.0.0.1:{port}"))
+                .env("LEDGER_LOG_FORMAT", format)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            assert!(ready_within_10s(port).await, "the service did not start");
+            reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+                .await
+                .unwrap();
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+            let text = std::fs::read_to_string(&log).unwrap();
+            let _ = std::fs::remove_file(&log);
+            assert!(
+                !text.contains('\u{1b}'),
+                "no colour codes in a file:\n{text}"
+            );
+            assert!(text.contains("migrations applied"), "{text}");
+            assert!(!text.contains("Uninited"), "no scheduler noise:\n{text}");
+            if format == "json" {
+                let response = text
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .find(|l| l["fields"]["message"] == "response")
+                    .unwrap_or_else(|| panic!("a response line in:\n{text}"));
+                assert_eq!(response["fields"]["status"], 200);
+                assert!(response["fields"]["latency_ms"].is_f64(), "{response}");
+            }
+        }
+    })
+    .await;
+}

@@ -25,6 +25,7 @@ pub fn handle() -> PrometheusHandle {
                 .expect("static buckets")
                 .install_recorder()
                 .expect("one metrics recorder per process");
+            describe();
             // Histogram samples pile up until drained; a scrape drains them, but nothing
             // promises a scrape, so a thread of the recorder's own does it.
             let upkeep = handle.clone();
@@ -38,6 +39,63 @@ pub fn handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// The `# HELP` text of every metric the service records.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "http_requests_total",
+        "HTTP requests answered, by route, method and status"
+    );
+    describe_histogram!(
+        "http_request_duration_seconds",
+        Unit::Seconds,
+        "Time to answer an HTTP request, by route and method"
+    );
+    describe_counter!(
+        "debits_total",
+        "Debits by pool and outcome (accepted, refused)"
+    );
+    describe_counter!("credits_debited_total", "Credits debited, by pool");
+    describe_counter!("period_rolls_total", "Billing periods rolled");
+    describe_histogram!(
+        "write_batch_size",
+        Unit::Count,
+        "Commands written in one database transaction"
+    );
+    describe_gauge!(
+        "db_pool_connections",
+        Unit::Count,
+        "Open connections of the database pool"
+    );
+    describe_gauge!(
+        "db_pool_idle_connections",
+        Unit::Count,
+        "Idle connections of the database pool"
+    );
+    describe_counter!("unkey_errors_total", "Calls to Unkey that failed, by path");
+    describe_histogram!(
+        "unkey_request_duration_seconds",
+        Unit::Seconds,
+        "Time of one call to Unkey, by path"
+    );
+    describe_counter!(
+        "webhook_deliveries_total",
+        "Webhook delivery attempts, by outcome (delivered, pending, failed)"
+    );
+    describe_counter!(
+        "webhook_delivery_failures_total",
+        "Webhook delivery attempts that failed"
+    );
+    describe_counter!(
+        "stripe_meter_events_total",
+        "Overage meter events sent to Stripe, by outcome (sent, pending, failed)"
+    );
+    describe_counter!(
+        "auto_top_ups_total",
+        "Auto top-ups charged through Stripe, by outcome (succeeded, failed)"
+    );
 }
 
 /// Counts requests by route, method and status, and times them.

@@ -512,6 +512,14 @@ async fn metrics_are_served_in_prometheus_text() {
     ] {
         assert!(text.contains(name), "{name} in:\n{text}");
     }
+    // Every metric family says what it measures.
+    for family in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let name = family.split(' ').next().unwrap();
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "{name} has no HELP text in:\n{text}"
+        );
+    }
 }
 
 const NO_PRIVATE: (&str, &str) = ("LEDGER_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "false");

@@ -205,3 +205,16 @@ async fn every_served_route_is_documented_and_admin_routes_refuse_everyone_else(
     }
     assert!(admin >= 10, "checked {admin} admin routes");
 }
+
+#[test]
+fn the_licence_is_the_same_in_cargo_toml_the_spec_and_license() {
+    let document = spec().document();
+    assert_eq!(
+        document["info"]["license"]["identifier"],
+        env!("CARGO_PKG_LICENSE")
+    );
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/LICENSE")).unwrap();
+    assert_eq!(env!("CARGO_PKG_LICENSE"), "Apache-2.0");
+    assert!(text.trim_start().starts_with("Apache License"));
+    assert!(text.contains("Version 2.0, January 2004"));
+}

@@ -780,3 +780,19 @@ impl ScratchDatabase {
         .unwrap();
     }
 }
+
+/// Serves a test double's router on a loopback port until the returned token is cancelled;
+/// returns its base URL.
+pub async fn serve_double(app: axum::Router) -> (String, CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_url = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .unwrap();
+    });
+    (base_url, shutdown)
+}

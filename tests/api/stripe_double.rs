@@ -139,6 +139,18 @@ fn preamble(
     Ok(idempotency_key)
 }
 
+/// Stripe's answer to a request without one of `required`, if it lacks one.
+fn missing_param(form: &BTreeMap<String, String>, required: &[&str]) -> Option<Response> {
+    let missing = required.iter().find(|r| !form.contains_key(**r))?;
+    Some(stripe_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        Some("parameter_missing"),
+        Some(missing),
+        &format!("Missing required param: {missing}."),
+    ))
+}
+
 /// Waits as long as `delay_answers` says: a Stripe that answers too slowly.
 async fn stall(state: &DoubleState) {
     let delay = *state.delay.lock().unwrap();
@@ -170,16 +182,8 @@ async fn checkout_sessions(
         Ok(key) => key,
         Err(answer) => return *answer,
     };
-    for required in ["mode", "success_url", "line_items[0][price]"] {
-        if !form.contains_key(required) {
-            return stripe_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                Some("parameter_missing"),
-                Some(required),
-                &format!("Missing required param: {required}."),
-            );
-        }
+    if let Some(missing) = missing_param(&form, &["mode", "success_url", "line_items[0][price]"]) {
+        return missing;
     }
     let price = &form["line_items[0][price]"];
     if !state.any_price.load(Ordering::SeqCst) && !state.prices.lock().unwrap().contains(price) {
@@ -259,16 +263,10 @@ async fn payment_intents(
         Ok(key) => key,
         Err(answer) => return *answer,
     };
-    for required in ["amount", "currency", "customer", "payment_method"] {
-        if !form.contains_key(required) {
-            return stripe_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                Some("parameter_missing"),
-                Some(required),
-                &format!("Missing required param: {required}."),
-            );
-        }
+    if let Some(missing) =
+        missing_param(&form, &["amount", "currency", "customer", "payment_method"])
+    {
+        return missing;
     }
     let card_error = |code: &str, decline: Option<&str>, message: &str| {
         (
@@ -356,20 +354,15 @@ async fn meter_events(
         Ok(key) => key,
         Err(answer) => return *answer,
     };
-    for required in [
-        "event_name",
-        "payload[stripe_customer_id]",
-        "payload[value]",
-    ] {
-        if !form.contains_key(required) {
-            return stripe_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                Some("parameter_missing"),
-                Some(required),
-                &format!("Missing required param: {required}."),
-            );
-        }
+    if let Some(missing) = missing_param(
+        &form,
+        &[
+            "event_name",
+            "payload[stripe_customer_id]",
+            "payload[value]",
+        ],
+    ) {
+        return missing;
     }
     if form["payload[value]"].parse::<i64>().is_err() {
         return stripe_error(
@@ -419,16 +412,7 @@ impl StripeDouble {
                 axum::routing::get(payment_intent),
             )
             .with_state(Arc::clone(&state));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base_url = format!("http://{}", listener.local_addr().unwrap());
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-                .unwrap();
-        });
+        let (base_url, shutdown) = crate::helpers::serve_double(app).await;
         StripeDouble {
             base_url,
             state,

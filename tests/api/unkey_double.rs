@@ -77,16 +77,7 @@ impl UnkeyDouble {
             .route("/v2/keys.verifyKey", post(verify_key))
             .route("/v2/ratelimit.limit", post(ratelimit))
             .with_state(Arc::clone(&state));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base_url = format!("http://{}", listener.local_addr().unwrap());
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-                .unwrap();
-        });
+        let (base_url, shutdown) = crate::helpers::serve_double(app).await;
         UnkeyDouble {
             base_url,
             state,

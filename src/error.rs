@@ -226,12 +226,13 @@ impl From<LedgerError> for ApiError {
             LedgerError::InvalidPlan(field) => Self::invalid_field("invalid_plan", &field),
             LedgerError::Invalid(field) => Self::invalid_field("invalid_request", &field),
             LedgerError::Price(price) => match &price {
-                PriceError::UnknownOperation(op) => Self::new(
+                PriceError::UnknownOperation { operation, known } => Self::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "unknown_operation",
                     price.to_string(),
                 )
-                .with_details(json!({"field": "operation", "operation": op})),
+                .with_details(json!({"field": "operation", "operation": operation,
+                                     "known": known})),
                 PriceError::UnknownPool(pool) => Self::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "unknown_pool",

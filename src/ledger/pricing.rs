@@ -21,8 +21,12 @@ pub struct Charge {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PriceError {
-    #[error("operation {0} has no price in this account's plan")]
-    UnknownOperation(OperationName),
+    #[error("operation {operation} has no price in this account's plan; {}", priced_list(.known))]
+    UnknownOperation {
+        operation: OperationName,
+        /// The plan's operations, the first [`KNOWN_LISTED`] by name.
+        known: Vec<OperationName>,
+    },
     #[error("pool {0} is not part of this account's plan")]
     UnknownPool(PoolName),
     #[error("operation {operation} is priced in pool {priced}, not {requested}")]
@@ -40,6 +44,22 @@ pub enum PriceError {
     NothingToPrice,
 }
 
+/// How many of a plan's operations a refusal names.
+pub const KNOWN_LISTED: usize = 20;
+
+fn priced_list(known: &[OperationName]) -> String {
+    if known.is_empty() {
+        return "it prices no operation (debit with an explicit cost)".to_owned();
+    }
+    let names: Vec<&str> = known.iter().map(|o| o.as_str()).collect();
+    let more = if known.len() == KNOWN_LISTED {
+        ", …"
+    } else {
+        ""
+    };
+    format!("it prices {}{more}", names.join(", "))
+}
+
 /// cost = price(operation) × quantity, or the explicit cost (rule 1).
 pub fn price(plan: &Plan, spec: &DebitSpec) -> Result<Charge, PriceError> {
     if let Some(cost) = spec.cost {
@@ -53,7 +73,10 @@ pub fn price(plan: &Plan, spec: &DebitSpec) -> Result<Charge, PriceError> {
     let unit = plan
         .operations
         .get(operation)
-        .ok_or_else(|| PriceError::UnknownOperation(operation.clone()))?;
+        .ok_or_else(|| PriceError::UnknownOperation {
+            operation: operation.clone(),
+            known: plan.operations.keys().take(KNOWN_LISTED).cloned().collect(),
+        })?;
     if let Some(requested) = &spec.pool {
         if *requested != unit.pool {
             return Err(PriceError::PoolMismatch {
@@ -165,7 +188,7 @@ mod tests {
                 pool: None,
             },
         );
-        assert!(matches!(unknown, Err(PriceError::UnknownOperation(_))));
+        assert!(matches!(unknown, Err(PriceError::UnknownOperation { .. })));
         let pool = price(
             &p,
             &DebitSpec {

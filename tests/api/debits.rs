@@ -381,6 +381,15 @@ async fn unknown_operations_and_pools_are_422_and_unknown_accounts_404() {
     let unknown = app.debit("key_1", json!({"operation": "teleport"})).await;
     unknown.assert_error(422, "unknown_operation");
     assert_eq!(unknown.body["error"]["details"]["operation"], "teleport");
+    // A typo is answered with the operations the plan prices.
+    assert_eq!(
+        unknown.body["error"]["details"]["known"],
+        json!(["image.generate", "search"])
+    );
+    assert!(unknown.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .ends_with("; it prices image.generate, search"));
     app.debit("key_1", json!({"cost": 5, "pool": "exports"}))
         .await
         .assert_error(422, "unknown_pool");

@@ -13,12 +13,15 @@ use super::extract::{AppJson, AppPath, AppQuery, IdempotencyKey};
 use super::idempotency::{idempotency, render};
 use super::plans::plan_id;
 use crate::app::AppState;
+use crate::db::entries::EntryFilter;
 use crate::error::ApiError;
 use crate::ledger::account::AccountInput;
 use crate::ledger::model::{Account, Balance, EntryPage};
 use crate::ledger::plan_change::Proration;
 use crate::ledger::top_up::{self, AutoTopUp};
-use crate::ledger::types::{check_external_id, check_timestamp, InvalidField, KeyId, PackId};
+use crate::ledger::types::{
+    check_external_id, check_timestamp, EntryKind, InvalidField, KeyId, PackId,
+};
 
 pub const PAGE_DEFAULT: i64 = 100;
 pub const PAGE_MAX: i64 = 500;
@@ -196,11 +199,72 @@ pub async fn balance(
     Ok(Json(state.ledger.balance(&key).await?))
 }
 
+/// The journal's query: `limit`, `cursor`, and the filters `kind` (comma-separated), `from`, `to`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EntriesQuery {
     limit: Option<i64>,
     cursor: Option<String>,
+    kind: Option<String>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+}
+
+impl EntriesQuery {
+    /// The filter and the page size.
+    pub(crate) fn filter(self) -> Result<(EntryFilter, i64), ApiError> {
+        let limit = page_limit(self.limit)?;
+        let before = self
+            .cursor
+            .as_deref()
+            .map(|c| {
+                c.parse::<i64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| invalid("cursor", "is not a cursor this API returned"))
+            })
+            .transpose()?;
+        let mut kinds = Vec::new();
+        for name in self.kind.iter().flat_map(|k| k.split(',')) {
+            let kind = EntryKind::parse(name.trim()).ok_or_else(|| {
+                let known: Vec<&str> = EntryKind::ALL.iter().map(|k| k.as_str()).collect();
+                invalid(
+                    "kind",
+                    &format!(
+                        "'{name}' is not an entry kind; use one or more of {}, separated by commas",
+                        known.join(", ")
+                    ),
+                )
+            })?;
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
+        }
+        let field = |f| ApiError::invalid_field("invalid_request", &f);
+        let from = self
+            .from
+            .map(|t| check_timestamp("from", t))
+            .transpose()
+            .map_err(field)?;
+        let to = self
+            .to
+            .map(|t| check_timestamp("to", t))
+            .transpose()
+            .map_err(field)?;
+        if let (Some(from), Some(to)) = (from, to) {
+            if from >= to {
+                return Err(invalid("to", "must be later than from"));
+            }
+        }
+        let filter = EntryFilter {
+            before,
+            kinds,
+            from,
+            to,
+            source_key_id: None,
+        };
+        Ok((filter, limit))
+    }
 }
 
 /// GET /v1/accounts/{key_id}/entries: newest first, `next_cursor` to page on.
@@ -211,18 +275,8 @@ pub async fn entries(
     AppQuery(query): AppQuery<EntriesQuery>,
 ) -> Result<Json<EntryPage>, ApiError> {
     let key = key_id(&raw_key)?;
-    let limit = page_limit(query.limit)?;
-    let before = query
-        .cursor
-        .as_deref()
-        .map(|c| {
-            c.parse::<i64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| invalid("cursor", "is not a cursor this API returned"))
-        })
-        .transpose()?;
-    Ok(Json(state.ledger.entries(&key, before, limit, None).await?))
+    let (filter, limit) = query.filter()?;
+    Ok(Json(state.ledger.entries(&key, &filter, limit).await?))
 }
 
 /// GET /v1/accounts/{key_id}/usage

@@ -8,14 +8,14 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::accounts::page_limit;
+use super::accounts::EntriesQuery;
 use super::auth::bearer;
 use super::extract::AppQuery;
 use super::verify::{gate, KEY_MAX};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::ledger::model::{Balance, EntryPage};
-use crate::ledger::types::{check_timestamp, InvalidField};
+use crate::ledger::types::check_timestamp;
 use crate::ledger::usage::{Usage, UsageGroup, UsageInterval, UsageQuery};
 
 /// The customer's own key, from `Authorization: Bearer <key>`.
@@ -65,41 +65,17 @@ pub async fn my_balance(
     Ok(Json(state.ledger.balance(&account).await?))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MyEntriesQuery {
-    limit: Option<i64>,
-    cursor: Option<String>,
-}
-
 /// GET /v1/me/entries
 pub async fn my_entries(
     State(state): State<AppState>,
     key: CustomerKey,
-    AppQuery(query): AppQuery<MyEntriesQuery>,
+    AppQuery(query): AppQuery<EntriesQuery>,
 ) -> Result<Json<EntryPage>, ApiError> {
-    let limit = page_limit(query.limit)?;
-    let before = query
-        .cursor
-        .as_deref()
-        .map(|c| {
-            c.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                ApiError::invalid_field(
-                    "invalid_request",
-                    &InvalidField::new("cursor", "is not a cursor this API returned"),
-                )
-            })
-        })
-        .transpose()?;
+    let (mut filter, limit) = query.filter()?;
     let (account, key_id) = my_account(&state, &key).await?;
     // A member key of a shared account sees only the entries it made.
-    let source = (account.as_str() != key_id).then_some(key_id.as_str());
-    Ok(Json(
-        state
-            .ledger
-            .entries(&account, before, limit, source)
-            .await?,
-    ))
+    filter.source_key_id = (account.as_str() != key_id).then_some(key_id);
+    Ok(Json(state.ledger.entries(&account, &filter, limit).await?))
 }
 
 #[derive(Debug, Deserialize)]

@@ -25,28 +25,48 @@ struct EntryRow {
     metadata: sqlx::types::Json<serde_json::Value>,
 }
 
-/// Entries of an account, newest first, strictly older than the cursor id; with
-/// `source_key_id`, only those that key's calls wrote.
+/// Which entries of an account a page holds.
+#[derive(Debug, Clone, Default)]
+pub struct EntryFilter {
+    /// Strictly older than this entry id (the cursor).
+    pub before: Option<i64>,
+    /// Only these kinds; empty means every kind.
+    pub kinds: Vec<EntryKind>,
+    /// Written at or after this instant.
+    pub from: Option<DateTime<Utc>>,
+    /// Written before this instant.
+    pub to: Option<DateTime<Utc>>,
+    /// Only those that this member key's calls wrote.
+    pub source_key_id: Option<String>,
+}
+
+/// Entries of an account matching `filter`, newest first.
 pub async fn list(
     conn: &mut PgConnection,
     key_id: &str,
-    before: Option<i64>,
+    filter: &EntryFilter,
     limit: i64,
-    source_key_id: Option<&str>,
 ) -> Result<Vec<Entry>, sqlx::Error> {
+    let kinds: Vec<&str> = filter.kinds.iter().map(|k| k.as_str()).collect();
     let rows: Vec<EntryRow> = sqlx::query_as(
         "SELECT id, key_id, pool, kind::text AS kind, amount, balance_after, grant_id, operation, debit_id,
                 reservation_id, adjustment_id, source_key_id, created_at, metadata
            FROM entries
           WHERE key_id = $1 AND ($2::bigint IS NULL OR id < $2)
             AND ($4::text IS NULL OR source_key_id = $4)
+            AND (cardinality($5::text[]) = 0 OR kind::text = ANY($5))
+            AND ($6::timestamptz IS NULL OR created_at >= $6)
+            AND ($7::timestamptz IS NULL OR created_at < $7)
           ORDER BY id DESC
           LIMIT $3",
     )
     .bind(key_id)
-    .bind(before)
+    .bind(filter.before)
     .bind(limit)
-    .bind(source_key_id)
+    .bind(filter.source_key_id.as_deref())
+    .bind(&kinds)
+    .bind(filter.from)
+    .bind(filter.to)
     .fetch_all(conn)
     .await?;
     rows.into_iter()

@@ -133,19 +133,16 @@ impl Ledger {
         Ok(())
     }
 
-    /// Journal entries of an account, newest first; with `source_key_id`, only those made
-    /// through that member key of a shared account.
+    /// Journal entries of an account matching `filter`, newest first.
     pub async fn entries(
         &self,
         key_id: &KeyId,
-        before: Option<i64>,
+        filter: &db::entries::EntryFilter,
         limit: i64,
-        source_key_id: Option<&str>,
     ) -> Result<EntryPage, ServiceError> {
         self.require_account(key_id).await?;
         let mut conn = self.db.acquire().await?;
-        let mut data =
-            db::entries::list(&mut conn, key_id.as_str(), before, limit + 1, source_key_id).await?;
+        let mut data = db::entries::list(&mut conn, key_id.as_str(), filter, limit + 1).await?;
         let more = data.len() as i64 > limit;
         data.truncate(limit as usize);
         let next_cursor = if more {

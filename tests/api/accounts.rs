@@ -250,3 +250,85 @@ async fn several_pools_each_get_their_own_allowance() {
     assert_eq!(app.available("key_1", "ai-tokens").await, Some(4979));
     assert_eq!(app.available("key_1", "credits").await, Some(100));
 }
+
+#[tokio::test]
+async fn the_journal_filters_by_kind_and_time_and_pages_within_the_filter() {
+    let app = spawn_app().await;
+    app.create_plan("pro", Some(1000)).await;
+    app.create_account("key_1", "pro").await;
+    let start = app.clock.now();
+    for i in 0..3 {
+        app.clock.advance(chrono::Duration::minutes(10));
+        app.debit("key_1", json!({"cost": 1 + i}))
+            .await
+            .assert_status(201);
+    }
+    app.clock.advance(chrono::Duration::minutes(10));
+    app.post("/v1/accounts/key_1/adjustments")
+        .json(json!({"pool": "credits", "op": "increment", "amount": 5, "reason": "goodwill"}))
+        .send()
+        .await
+        .assert_status(201);
+
+    let app = &app;
+    let page = |query: &str| {
+        let path = format!("/v1/accounts/key_1/entries?{query}");
+        async move { app.get(&path).token(SERVICE).send().await }
+    };
+    let kinds = |body: &serde_json::Value| -> Vec<(String, i64)> {
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["kind"].as_str().unwrap().to_owned(),
+                    e["amount"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+
+    let debits = page("kind=debit").await;
+    debits.assert_status(200);
+    let expected = |v: &[i64]| {
+        v.iter()
+            .map(|a| ("debit".to_owned(), *a))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(kinds(&debits.body), expected(&[-3, -2, -1]));
+
+    let two_kinds = page("kind=adjustment,%20grant").await;
+    two_kinds.assert_status(200);
+    assert_eq!(
+        kinds(&two_kinds.body),
+        vec![("adjustment".to_owned(), 5), ("grant".to_owned(), 1000)]
+    );
+
+    // The second and third debits: written after start + 15 min and before start + 35 min.
+    let at = |m: i64| {
+        (start + chrono::Duration::minutes(m)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let window = page(&format!("kind=debit&from={}&to={}", at(15), at(35))).await;
+    window.assert_status(200);
+    assert_eq!(kinds(&window.body), expected(&[-3, -2]));
+
+    // A page of one, then the next page, stay within the filter.
+    let first = page("kind=debit&limit=1").await;
+    assert_eq!(kinds(&first.body), expected(&[-3]));
+    let cursor = first.body["next_cursor"].as_str().unwrap().to_owned();
+    let second = page(&format!("kind=debit&limit=2&cursor={cursor}")).await;
+    assert_eq!(kinds(&second.body), expected(&[-2, -1]));
+    assert!(second.body["next_cursor"].is_null());
+
+    let bad = page("kind=debit,spend").await;
+    bad.assert_error(422, "invalid_request");
+    assert_eq!(bad.body["error"]["details"]["field"], "kind");
+    assert!(bad.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("'spend' is not an entry kind"));
+    let backwards = page(&format!("from={}&to={}", at(20), at(10))).await;
+    backwards.assert_error(422, "invalid_request");
+    assert_eq!(backwards.body["error"]["details"]["field"], "to");
+}

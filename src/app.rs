@@ -45,6 +45,8 @@ pub struct AppState {
     /// `STRIPE_WEBHOOK_SECRET`: verifies `POST /v1/stripe/webhook`; `None` leaves it off.
     pub stripe_webhook_secret: Option<Arc<str>>,
     pub metrics: PrometheusHandle,
+    /// `LEDGER_PUBLIC_URL`: the base of the links the service hands out, no trailing slash.
+    pub public_url: Arc<str>,
     /// One connection of its own for `/readyz`, so that the check never queues behind traffic.
     pub readiness: sqlx::PgPool,
 }
@@ -106,6 +108,7 @@ impl AppState {
         });
         Ok(AppState {
             readiness,
+            public_url: Arc::from(config.public_url.trim_end_matches('/')),
             top_up_charger,
             webhooks,
             meter,

@@ -68,6 +68,9 @@ pub struct Config {
     /// `STRIPE_SECRET_KEY`, `STRIPE_API_BASE`, `STRIPE_WEBHOOK_SECRET`, `STRIPE_METER_EVENT_NAME`:
     /// all optional; without them the Stripe routes answer `503 billing_unavailable`.
     pub stripe: crate::stripe::StripeSettings,
+    /// `LEDGER_PUBLIC_URL`: the base of the links the service hands out (customer portal
+    /// links), without a trailing slash; default `http://` and the listen address.
+    pub public_url: String,
     /// `LEDGER_WEBHOOK_DELIVERY`: whether this process runs the delivery worker (default true).
     /// Off, events and their deliveries are still recorded and wait for a process that delivers.
     pub webhook_delivery: bool,
@@ -96,6 +99,7 @@ impl std::fmt::Debug for Config {
             )
             .field("unkey_root_key", &self.unkey.as_ref().map(|_| "***"))
             .field("default_plan", &self.default_plan)
+            .field("public_url", &self.public_url)
             .field("key_cache", &self.key_cache)
             .field("webhook_retry", &self.webhook_retry)
             .field("webhook_poll", &self.webhook_poll)
@@ -111,6 +115,16 @@ impl std::fmt::Debug for Config {
 pub struct ConfigError {
     pub name: &'static str,
     pub reason: String,
+}
+
+/// An absolute http(s) base URL without query or fragment, with no trailing slash.
+fn public_url(raw: &str) -> Option<String> {
+    let url = url::Url::parse(raw.trim()).ok()?;
+    let fits = matches!(url.scheme(), "http" | "https")
+        && url.host().is_some()
+        && url.query().is_none()
+        && url.fragment().is_none();
+    fits.then(|| url.as_str().trim_end_matches('/').to_owned())
 }
 
 fn tokens(value: Option<String>) -> Vec<String> {
@@ -276,6 +290,15 @@ impl Config {
                 }),
             },
             default_plan: lookup("LEDGER_DEFAULT_PLAN"),
+            public_url: match lookup("LEDGER_PUBLIC_URL") {
+                None => format!("http://{listen}"),
+                Some(raw) => public_url(&raw).ok_or_else(|| ConfigError {
+                    name: "LEDGER_PUBLIC_URL",
+                    reason: format!(
+                        "must be an absolute http(s) URL without a query or fragment, such as https://ledger.example.com, got '{raw}'"
+                    ),
+                })?,
+            },
             webhook_allow_private: flag(
                 "LEDGER_WEBHOOK_ALLOW_PRIVATE_NETWORKS",
                 lookup("LEDGER_WEBHOOK_ALLOW_PRIVATE_NETWORKS"),
@@ -401,6 +424,22 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn the_public_url_defaults_to_the_listen_address_and_must_be_a_plain_base_url() {
+        assert_eq!(parse(&[]).unwrap().public_url, "http://127.0.0.1:8080");
+        let set = parse(&[("LEDGER_PUBLIC_URL", "https://ledger.example.com/base/")]).unwrap();
+        assert_eq!(set.public_url, "https://ledger.example.com/base");
+        for bad in [
+            "ledger.example.com",
+            "ftp://x.example",
+            "https://x.example/?a=1",
+            "https://x.example/#f",
+        ] {
+            let err = parse(&[("LEDGER_PUBLIC_URL", bad)]).unwrap_err();
+            assert_eq!(err.name, "LEDGER_PUBLIC_URL", "{bad}");
+        }
     }
 
     #[test]

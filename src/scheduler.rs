@@ -37,6 +37,11 @@ pub async fn run_once(ledger: &Ledger) {
         Ok(n) => tracing::info!(purged = n, "old idempotency keys forgotten"),
         Err(err) => tracing::error!(error = %err, "purging idempotency keys failed"),
     }
+    match ledger.purge_portal_sessions().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(purged = n, "expired portal links forgotten"),
+        Err(err) => tracing::error!(error = %err, "purging portal links failed"),
+    }
 }
 
 /// Starts the maintenance job on `schedule` (cron with seconds, e.g. `0 * * * * *`).

@@ -11,7 +11,9 @@ pub mod grants;
 pub mod health;
 pub mod idempotency;
 pub mod me;
+pub mod pages;
 pub mod plans;
+pub mod portal;
 pub mod refunds;
 pub mod reservations;
 mod strict;
@@ -88,6 +90,14 @@ pub fn router(state: AppState) -> Router {
             post(billing::checkout),
         )
         .route("/v1/stripe/webhook", post(billing::stripe_webhook))
+        .route(
+            "/v1/accounts/{key_id}/portal-sessions",
+            post(portal::create),
+        )
+        .route("/v1/portal", get(portal::view))
+        .route("/console", get(pages::console))
+        .route("/portal", get(pages::portal))
+        .route("/assets/{name}", get(pages::asset))
         .route("/metrics", get(crate::telemetry::render))
         .route_layer(axum::middleware::from_fn(crate::telemetry::track))
         .fallback(|| async { ApiError::for_status(StatusCode::NOT_FOUND) })

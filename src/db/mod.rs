@@ -6,6 +6,7 @@ pub mod entries;
 pub mod grants;
 pub mod idempotency;
 pub mod plans;
+pub mod portal;
 pub mod state;
 pub mod usage;
 pub mod webhooks;

@@ -7,6 +7,7 @@
 //! write path first, so no read ever shows a period that is over.
 
 mod commands;
+pub mod portal;
 mod reads;
 mod writer;
 

@@ -183,6 +183,10 @@ async fn spawn_configured(db: Arc<TestDb>, settings: &[(&str, &str)]) -> TestApp
         )
         .with_test_writer()
         .try_init();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = format!("http://{}", listener.local_addr().unwrap());
     let config = Config::from_lookup(|name| {
         if let Some((_, value)) = settings.iter().find(|(n, _)| *n == name) {
             return Some((*value).to_owned());
@@ -194,6 +198,8 @@ async fn spawn_configured(db: Arc<TestDb>, settings: &[(&str, &str)]) -> TestApp
             // Tests' webhook receivers listen on loopback.
             "LEDGER_WEBHOOK_ALLOW_PRIVATE_NETWORKS" => Some("true".to_owned()),
             "LEDGER_SECRETS_KEY" => Some(SECRETS_KEY.to_owned()),
+            // Links the service hands out (portal links) point at this instance.
+            "LEDGER_PUBLIC_URL" => Some(address.clone()),
             _ => None,
         }
     })
@@ -208,10 +214,6 @@ async fn spawn_configured(db: Arc<TestDb>, settings: &[(&str, &str)]) -> TestApp
     let webhooks = state.webhooks.clone();
     let meter = state.meter.clone();
     let charger = state.top_up_charger.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app::serve(listener, state, shutdown.clone()));
     TestApp {
@@ -346,7 +348,7 @@ impl<'a> Call<'a> {
         let is_text = headers
             .get("content-type")
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/plain"));
+            .is_some_and(|v| v.starts_with("text/"));
         let body = if bytes.is_empty() {
             Value::Null
         } else if is_text {

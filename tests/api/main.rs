@@ -18,6 +18,7 @@ mod idempotency;
 mod openapi;
 mod periods;
 mod plans;
+mod portal;
 mod reservations;
 mod schema;
 mod shutdown;

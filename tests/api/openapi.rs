@@ -13,15 +13,23 @@ async fn every_documented_operation_is_served() {
     let paths = spec().document()["paths"].as_object().unwrap().clone();
     let mut checked = 0;
     for (template, item) in &paths {
-        let concrete: String = template
-            .split('/')
-            .map(|s| if s.starts_with('{') { "probe" } else { s })
-            .collect::<Vec<_>>()
-            .join("/");
         for method in ["get", "put", "post", "delete", "patch"] {
             if item.get(method).is_none() {
                 continue;
             }
+            // A parameter the spec lists the values of gets its first value; others a probe.
+            let concrete: String = template
+                .split('/')
+                .map(
+                    |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                        Some(name) => {
+                            first_enum_value(item, method, name).unwrap_or("probe".into())
+                        }
+                        None => s.to_owned(),
+                    },
+                )
+                .collect::<Vec<_>>()
+                .join("/");
             let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let response = app.call(m, &concrete).no_token().send().await;
             assert!(
@@ -35,6 +43,18 @@ async fn every_documented_operation_is_served() {
         }
     }
     assert!(checked >= 10, "checked {checked} operations");
+}
+
+/// The first value of the path parameter `name`'s enum, if the operation's spec lists values.
+fn first_enum_value(item: &Value, method: &str, name: &str) -> Option<String> {
+    let parameters = item[method]["parameters"]
+        .as_array()
+        .into_iter()
+        .chain(item["parameters"].as_array())
+        .flatten();
+    parameters
+        .filter(|p| p["name"] == name)
+        .find_map(|p| p["schema"]["enum"][0].as_str().map(str::to_owned))
 }
 
 fn walk_refs(value: &Value, document: &Value, found: &mut usize) {
@@ -157,7 +177,8 @@ async fn every_served_route_is_documented_and_admin_routes_refuse_everyone_else(
             operation.is_object(),
             "{method} {path} is served but not in openapi.yaml"
         );
-        let public = path == "/healthz" || path == "/readyz" || path == "/metrics";
+        let page = operation["tags"][0] == "pages";
+        let public = path == "/healthz" || path == "/readyz" || path == "/metrics" || page;
         let customer = path.starts_with("/v1/me/");
         if public || customer {
             continue;
@@ -195,6 +216,15 @@ async fn every_served_route_is_documented_and_admin_routes_refuse_everyone_else(
             .send()
             .await
             .assert_error(401, "unauthorized");
+        if role == "portal" {
+            // Only a portal link's token opens it: no ledger token does.
+            for token in [crate::helpers::SERVICE, crate::helpers::ADMIN] {
+                call(Some(token))
+                    .send()
+                    .await
+                    .assert_error(401, "unauthorized");
+            }
+        }
         if role == "admin" {
             admin += 1;
             call(Some(crate::helpers::SERVICE))

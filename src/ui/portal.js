@@ -1,0 +1,91 @@
+// The customer portal: a read-only view of one account, for the token in the link's fragment
+// (`/portal#token=…`). The fragment never leaves the browser: the token is sent only to
+// `GET /v1/portal`, as a bearer token.
+"use strict";
+
+(function () {
+  const { el, api, fmt, usageChart, poolCard, entriesTable } = window.Ledger;
+  const main = document.getElementById("main");
+
+  function show(...nodes) {
+    main.replaceChildren(...nodes);
+  }
+
+  function refused(message) {
+    document.title = "Link not valid";
+    show(el("section", { class: "card notice", role: "alert", id: "refused" },
+      el("h1", {}, "This link cannot be opened"),
+      el("p", {}, message)));
+  }
+
+  function render(view) {
+    document.getElementById("title").textContent = `Credits · ${view.plan.name}`;
+    if (view.return_url) {
+      const back = document.getElementById("back");
+      back.href = view.return_url;
+      back.textContent = `Back to ${new URL(view.return_url).host}`;
+      back.hidden = false;
+    }
+    const period = view.balance.period;
+    const expiring = view.balance.pools
+      .flatMap((p) => p.grants.map((g) => ({ ...g, pool: p.pool })))
+      .filter((g) => g.remaining > 0)
+      .sort((a, b) => (a.expires_at || "9999") < (b.expires_at || "9999") ? -1 : 1);
+    show(
+      el("h1", {}, "Your credits"),
+      el("p", { class: "muted" },
+        `Plan ${view.plan.name}. This period runs from ${fmt.date(period.start)} to ${fmt.date(period.end)}, when the allowance resets.`),
+      el("div", { class: "grid", id: "pools" }, view.balance.pools.map(poolCard)),
+      el("section", { class: "card", id: "expiries" },
+        el("h2", {}, "What expires when"),
+        expiring.length
+          ? el("table", {},
+            el("thead", {}, el("tr", {}, el("th", {}, "Credits"), el("th", {}, "Pool"), el("th", {}, "Kind"), el("th", {}, "Expires"))),
+            el("tbody", {}, expiring.map((g) => el("tr", {},
+              el("td", { class: "num" }, fmt.n(g.remaining)),
+              el("td", {}, g.pool),
+              el("td", {}, g.kind),
+              el("td", {}, g.expires_at ? `${fmt.date(g.expires_at)} (${fmt.until(g.expires_at)})` : "never")))))
+          : el("p", { class: "muted" }, "No credits left to expire.")),
+      el("section", { class: "card", id: "usage" },
+        el("h2", {}, "Usage this period, by day and operation"),
+        usageChart(view.usage.data, { from: period.start, to: new Date().toISOString() })),
+      el("section", { class: "card", id: "entries" },
+        el("h2", {}, "Recent activity"),
+        entriesTable(view.entries)),
+      el("section", { class: "card", id: "packs" },
+        el("h2", {}, "Credit packs"),
+        view.packs.length
+          ? el("table", {},
+            el("thead", {}, el("tr", {}, el("th", {}, "Pack"), el("th", { class: "num" }, "Credits"), el("th", {}, "Pool"), el("th", {}, "Valid for"), el("th", { class: "num" }, "Price"))),
+            el("tbody", {}, view.packs.map((p) => el("tr", { "data-pack": p.id },
+              el("td", {}, p.id),
+              el("td", { class: "num" }, fmt.n(p.credits)),
+              el("td", {}, p.pool),
+              el("td", {}, p.expires_in_days ? `${p.expires_in_days} days` : "never expires"),
+              el("td", { class: "num" }, fmt.money(p.price))))))
+          : el("p", { class: "muted" }, "Your plan sells no credit packs."),
+        view.packs.length && view.return_url
+          ? el("p", { class: "hint" }, "To buy a pack, go back to your account page.")
+          : null),
+      el("p", { class: "hint" }, `This page is read-only. Its link is valid until ${fmt.date(view.expires_at)}.`));
+  }
+
+  async function load() {
+    const params = new URLSearchParams(location.hash.slice(1));
+    const token = params.get("token");
+    if (!token) {
+      refused("The link has no token. Open the portal from the link you were given.");
+      return;
+    }
+    try {
+      render(await api("/v1/portal", { token }));
+    } catch (e) {
+      if (e.status === 401) refused(e.message);
+      else show(el("p", { class: "error", role: "alert" }, e.message));
+    }
+  }
+
+  window.addEventListener("hashchange", load);
+  load();
+})();

@@ -40,7 +40,7 @@
         el("h2", {}, "What expires when"),
         expiring.length
           ? el("table", {},
-            el("thead", {}, el("tr", {}, el("th", {}, "Credits"), el("th", {}, "Pool"), el("th", {}, "Kind"), el("th", {}, "Expires"))),
+            el("thead", {}, el("tr", {}, el("th", { class: "num" }, "Credits"), el("th", {}, "Pool"), el("th", {}, "Kind"), el("th", {}, "Expires"))),
             el("tbody", {}, expiring.map((g) => el("tr", {},
               el("td", { class: "num" }, fmt.n(g.remaining)),
               el("td", {}, g.pool),

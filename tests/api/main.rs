@@ -6,6 +6,7 @@ mod accounts;
 mod audit;
 mod batches;
 mod billing;
+mod browser;
 mod cli;
 mod concurrency;
 mod debits;

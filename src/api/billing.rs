@@ -98,19 +98,39 @@ pub async fn checkout(
         .map_err(|f| ApiError::invalid_field("invalid_request", &f))?;
     redirect_url("success_url", &body.success_url)?;
     redirect_url("cancel_url", &body.cancel_url)?;
+    sell_pack(
+        &state,
+        &account,
+        &pack_id,
+        (&body.success_url, &body.cancel_url),
+        key,
+    )
+    .await
+}
+
+/// 201 `{id, url}`: a Stripe Checkout Session selling one of the account's plan's packs, with
+/// Stripe's customer back at `success_url` or `cancel_url`. With the caller's Idempotency-Key,
+/// Stripe is given one derived from it and the account.
+pub(crate) async fn sell_pack(
+    state: &AppState,
+    account: &KeyId,
+    pack_id: &PackId,
+    (success_url, cancel_url): (&str, &str),
+    idempotency_key: Option<String>,
+) -> Result<Response, ApiError> {
     let stripe = state
         .stripe
         .as_ref()
         .ok_or_else(|| unavailable("STRIPE_SECRET_KEY", "packs cannot be sold through Stripe"))?;
-    let found = state.ledger.get_account(&account).await?;
+    let found = state.ledger.get_account(account).await?;
     let plan = state
         .ledger
-        .plan_of(&account)
+        .plan_of(account)
         .await?
         .ok_or_else(|| LedgerError::AccountNotFound(account.clone()))?;
     let pack = plan
         .packs
-        .get(&pack_id)
+        .get(pack_id)
         .ok_or_else(|| LedgerError::UnknownPack {
             pack: pack_id.clone(),
             known: plan.packs.keys().cloned().collect(),
@@ -129,7 +149,7 @@ pub async fn checkout(
         .get("stripe_customer_id")
         .and_then(Value::as_str);
     // Stripe keeps idempotency keys per secret key, so ours are namespaced by account.
-    let stripe_key = key.map(|k| format!("credit-ledger:checkout:{account}:{k}"));
+    let stripe_key = idempotency_key.map(|k| format!("credit-ledger:checkout:{account}:{k}"));
     let session = stripe
         .create_checkout_session(&CheckoutRequest {
             key_id: account.as_str(),
@@ -138,8 +158,8 @@ pub async fn checkout(
             credits: pack.credits,
             expires_in_days: pack.expires_in_days,
             stripe_price,
-            success_url: &body.success_url,
-            cancel_url: &body.cancel_url,
+            success_url,
+            cancel_url,
             customer,
             idempotency_key: stripe_key.as_deref(),
         })

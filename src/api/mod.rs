@@ -95,6 +95,7 @@ pub fn router(state: AppState) -> Router {
             post(portal::create),
         )
         .route("/v1/portal", get(portal::view))
+        .route("/v1/portal/checkout-sessions", post(portal::checkout))
         .route("/console", get(pages::console))
         .route("/portal", get(pages::portal))
         .route("/assets/{name}", get(pages::asset))

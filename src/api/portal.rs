@@ -13,10 +13,10 @@ use serde_json::json;
 
 use super::accounts::key_id;
 use super::auth::{bearer, Service};
-use super::extract::{AppPath, OptionalJson};
+use super::extract::{AppJson, AppPath, IdempotencyKey, OptionalJson};
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::ledger::types::InvalidField;
+use crate::ledger::types::{InvalidField, PackId};
 use crate::service::portal::{PortalAccess, PortalRefusal, PortalView};
 
 /// How long a link lives unless the caller says otherwise, and the bounds it may say.
@@ -116,5 +116,37 @@ pub async fn view(
     State(state): State<AppState>,
     PortalToken(access): PortalToken,
 ) -> Result<Json<PortalView>, ApiError> {
-    Ok(Json(state.ledger.portal_view(&access).await?))
+    let mut view = state.ledger.portal_view(&access).await?;
+    // A pack is for sale here only when Stripe can sell it and the customer has a way back.
+    let can_sell = state.stripe.is_some() && access.return_url.is_some();
+    for pack in &mut view.packs {
+        pack.buyable &= can_sell;
+    }
+    Ok(Json(view))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortalCheckoutBody {
+    pack: String,
+}
+
+/// POST /v1/portal/checkout-sessions: 201 `{id, url}`, a Stripe Checkout Session selling a pack
+/// to the link's customer, who comes back to the link's `return_url`. Nothing in the ledger
+/// changes until Stripe reports the payment.
+pub async fn checkout(
+    State(state): State<AppState>,
+    PortalToken(access): PortalToken,
+    IdempotencyKey(key): IdempotencyKey,
+    AppJson(body, _): AppJson<PortalCheckoutBody>,
+) -> Result<Response, ApiError> {
+    let pack = PackId::parse("pack", &body.pack)
+        .map_err(|f| ApiError::invalid_field("invalid_request", &f))?;
+    let back = access.return_url.as_deref().ok_or_else(|| {
+        invalid(
+            "return_url",
+            "this portal link has no return_url for Stripe to send the customer back to; ask for a link with one",
+        )
+    })?;
+    super::billing::sell_pack(&state, &access.key_id, &pack, (back, back), key).await
 }

@@ -72,6 +72,9 @@ pub struct PortalPack {
     pub credits: i64,
     pub expires_in_days: Option<i32>,
     pub price: Option<Price>,
+    /// Whether the portal can sell it: it has a Stripe price, the link a `return_url`, and
+    /// the ledger Stripe settings.
+    pub buyable: bool,
 }
 
 fn digest(token: &str) -> [u8; 32] {
@@ -178,6 +181,7 @@ impl Ledger {
                 credits: pack.credits,
                 expires_in_days: pack.expires_in_days,
                 price: pack.price.clone(),
+                buyable: pack.stripe_price.is_some() && access.return_url.is_some(),
             })
             .collect();
         Ok(PortalView {

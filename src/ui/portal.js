@@ -4,7 +4,7 @@
 "use strict";
 
 (function () {
-  const { el, api, fmt, usageChart, poolCard, entriesTable } = window.Ledger;
+  const { el, api, newKey, fmt, usageChart, poolCard, entriesTable } = window.Ledger;
   const main = document.getElementById("main");
 
   function show(...nodes) {
@@ -18,7 +18,28 @@
       el("p", {}, message)));
   }
 
-  function render(view) {
+  /** A button that sends the customer to Stripe Checkout for the pack. */
+  function buyButton(token, pack, error) {
+    const key = newKey();
+    const button = el("button", { type: "button", "aria-label": `Buy ${pack.id}: ${fmt.n(pack.credits)} credits` }, "Buy");
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      error.textContent = "";
+      try {
+        const session = await api("/v1/portal/checkout-sessions", {
+          method: "POST", token, idempotencyKey: key, body: { pack: pack.id },
+        });
+        // Checkout cannot be framed: it opens in the whole window.
+        window.open(session.url, "_top");
+      } catch (e) {
+        error.textContent = e.message;
+        button.disabled = false;
+      }
+    });
+    return button;
+  }
+
+  function render(view, token) {
     document.getElementById("title").textContent = `Credits · ${view.plan.name}`;
     if (view.return_url) {
       const back = document.getElementById("back");
@@ -27,6 +48,7 @@
       back.hidden = false;
     }
     const period = view.balance.period;
+    const buyError = el("p", { class: "error", role: "alert" });
     const expiring = view.balance.pools
       .flatMap((p) => p.grants.map((g) => ({ ...g, pool: p.pool })))
       .filter((g) => g.remaining > 0)
@@ -55,18 +77,22 @@
         entriesTable(view.entries)),
       el("section", { class: "card", id: "packs" },
         el("h2", {}, "Credit packs"),
+        buyError,
         view.packs.length
           ? el("table", {},
-            el("thead", {}, el("tr", {}, el("th", {}, "Pack"), el("th", { class: "num" }, "Credits"), el("th", {}, "Pool"), el("th", {}, "Valid for"), el("th", { class: "num" }, "Price"))),
+            el("thead", {}, el("tr", {}, el("th", {}, "Pack"), el("th", { class: "num" }, "Credits"), el("th", {}, "Pool"), el("th", {}, "Valid for"), el("th", { class: "num" }, "Price"), el("th", {}, ""))),
             el("tbody", {}, view.packs.map((p) => el("tr", { "data-pack": p.id },
               el("td", {}, p.id),
               el("td", { class: "num" }, fmt.n(p.credits)),
               el("td", {}, p.pool),
               el("td", {}, p.expires_in_days ? `${p.expires_in_days} days` : "never expires"),
-              el("td", { class: "num" }, fmt.money(p.price))))))
+              el("td", { class: "num" }, fmt.money(p.price)),
+              el("td", {}, p.buyable ? buyButton(token, p, buyError) : "")))))
           : el("p", { class: "muted" }, "Your plan sells no credit packs."),
-        view.packs.length && view.return_url
-          ? el("p", { class: "hint" }, "To buy a pack, go back to your account page.")
+        view.packs.length && !view.packs.some((p) => p.buyable)
+          ? el("p", { class: "hint" }, view.return_url
+            ? "To buy a pack, go back to your account page."
+            : "To buy a pack, ask your account's administrator.")
           : null),
       el("p", { class: "hint" }, `This page is read-only. Its link is valid until ${fmt.date(view.expires_at)}.`));
   }
@@ -79,7 +105,7 @@
       return;
     }
     try {
-      render(await api("/v1/portal", { token }));
+      render(await api("/v1/portal", { token }), token);
     } catch (e) {
       if (e.status === 401) refused(e.message);
       else show(el("p", { class: "error", role: "alert" }, e.message));

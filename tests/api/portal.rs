@@ -107,7 +107,7 @@ async fn a_portal_link_shows_the_customers_numbers_until_it_expires() {
     assert_eq!(
         body["packs"],
         json!([{"id": "boost", "pool": "credits", "credits": 500, "expires_in_days": 30,
-                "price": {"amount": 900, "currency": "usd"}}])
+                "price": {"amount": 900, "currency": "usd"}, "buyable": false}])
     );
 
     // Read-only: the token opens nothing else.
@@ -296,4 +296,120 @@ async fn the_console_and_portal_pages_are_served_with_a_strict_policy() {
         .send()
         .await
         .assert_error(404, "not_found");
+}
+
+#[tokio::test]
+async fn a_portal_link_sells_the_plans_packs_through_stripe_and_back_to_the_product() {
+    use crate::stripe_double::{StripeDouble, SECRET_KEY};
+    let stripe = StripeDouble::start().await;
+    let app = crate::helpers::spawn_app_with(&[
+        ("STRIPE_SECRET_KEY", SECRET_KEY),
+        ("STRIPE_API_BASE", &stripe.base_url),
+    ])
+    .await;
+    app.put_plan(
+        "pro",
+        json!({"name": "Pro", "interval": "month",
+               "pools": {"credits": {"allowance": 100}},
+               "packs": {"starter": {"credits": 5000, "stripe_price": "price_1Starter",
+                                     "price": {"amount": 1900, "currency": "usd"}},
+                         "manual": {"credits": 10}}}),
+    )
+    .await;
+    app.create_account("key_1", "pro").await;
+    stripe.add_price("price_1Starter");
+    let link = |body: serde_json::Value| {
+        let app = &app;
+        async move {
+            let made = app
+                .post("/v1/accounts/key_1/portal-sessions")
+                .token(SERVICE)
+                .json(body)
+                .send()
+                .await;
+            made.assert_status(201);
+            token_of(made.body["url"].as_str().unwrap())
+        }
+    };
+    let token = link(json!({"return_url": "https://app.example.com/billing"})).await;
+
+    let view = app.get("/v1/portal").token(&token).send().await;
+    let buyable: Vec<(&str, bool)> = view.body["packs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap(), p["buyable"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(buyable, vec![("manual", false), ("starter", true)]);
+
+    let grants_before = app.count("grants").await;
+    let session = app
+        .post("/v1/portal/checkout-sessions")
+        .token(&token)
+        .idempotency_key("buy-1")
+        .json(json!({"pack": "starter"}))
+        .send()
+        .await;
+    session.assert_status(201);
+    let id = session.body["id"].as_str().unwrap();
+    let sent = stripe.session(id);
+    assert_eq!(sent["success_url"], "https://app.example.com/billing");
+    assert_eq!(sent["cancel_url"], "https://app.example.com/billing");
+    assert_eq!(sent["metadata"]["credit_ledger_key_id"], "key_1");
+    assert_eq!(sent["metadata"]["credit_ledger_pack"], "starter");
+    assert_eq!(
+        app.count("grants").await,
+        grants_before,
+        "nothing granted before payment"
+    );
+
+    app.post("/v1/portal/checkout-sessions")
+        .token(&token)
+        .json(json!({"pack": "manual"}))
+        .send()
+        .await
+        .assert_error(422, "invalid_request");
+
+    // A link without a way back sells nothing.
+    let no_return = link(json!({})).await;
+    let view = app.get("/v1/portal").token(&no_return).send().await;
+    assert!(view.body["packs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["buyable"] == false));
+    let refused = app
+        .post("/v1/portal/checkout-sessions")
+        .token(&no_return)
+        .json(json!({"pack": "starter"}))
+        .send()
+        .await;
+    refused.assert_error(422, "invalid_request");
+    assert_eq!(refused.body["error"]["details"]["field"], "return_url");
+}
+
+#[tokio::test]
+async fn without_stripe_the_portal_offers_no_purchase() {
+    let app = spawn_app().await;
+    account_with_use(&app).await;
+    let made = app
+        .post("/v1/accounts/key_1/portal-sessions")
+        .token(SERVICE)
+        .json(json!({"return_url": "https://app.example.com/billing"}))
+        .send()
+        .await;
+    let token = token_of(made.body["url"].as_str().unwrap());
+    let view = app.get("/v1/portal").token(&token).send().await;
+    assert_eq!(view.body["packs"][0]["buyable"], false);
+    let refused = app
+        .post("/v1/portal/checkout-sessions")
+        .token(&token)
+        .json(json!({"pack": "boost"}))
+        .send()
+        .await;
+    refused.assert_error(503, "billing_unavailable");
+    assert_eq!(
+        refused.body["error"]["details"]["setting"],
+        "STRIPE_SECRET_KEY"
+    );
 }

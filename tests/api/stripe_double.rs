@@ -211,6 +211,8 @@ async fn checkout_sessions(
         "payment_status": "unpaid", "status": "open",
         "client_reference_id": form.get("client_reference_id"),
         "customer": form.get("customer"),
+        "success_url": form.get("success_url"),
+        "cancel_url": form.get("cancel_url"),
         "metadata": metadata,
     });
     state.sessions.lock().unwrap().insert(id, session.clone());

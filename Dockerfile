@@ -3,9 +3,9 @@
 #   docker build -t credit-ledger .
 #   docker run --rm -p 8080:8080 -e DATABASE_URL=postgres://… -e LEDGER_ADMIN_TOKENS=… credit-ledger
 #
-# Build stage: the official Rust image. Cargo.toml says rust-version 1.85, but the locked
-# dependencies need a newer compiler (uuid 1.29 needs 1.89); this pins one that builds them.
-FROM rust:1.95-bookworm AS build
+# Build stage: the official Rust image, latest stable 1.x (Cargo.toml's rust-version, 1.89, is
+# the oldest that builds the locked dependencies).
+FROM rust:1-bookworm AS build
 WORKDIR /src
 
 # Dependencies first, so that a change to the sources does not download them again.

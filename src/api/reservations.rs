@@ -124,14 +124,19 @@ pub async fn commit(
     }
 }
 
-/// POST /v1/reservations/{id}/release: 200 with the released reservation.
+/// POST /v1/reservations/{id}/release: 200 with the released reservation. With an
+/// Idempotency-Key, a retry answers the first release again.
 pub async fn release(
     _: Service,
     State(state): State<AppState>,
     AppPath(raw_id): AppPath<String>,
-) -> Result<Json<Reservation>, ApiError> {
+    IdempotencyKey(key): IdempotencyKey,
+) -> Result<Response, ApiError> {
     let id = uuid_path(&raw_id, "reservation")?;
-    Ok(Json(state.ledger.release_reservation(id).await?))
+    let normalized = json!({"reservation_id": id});
+    let idem = idempotency(key, "POST /v1/reservations/{id}/release", &normalized);
+    let outcome = state.ledger.release_reservation(id, idem.as_ref()).await?;
+    render::<Reservation>(outcome, StatusCode::OK)
 }
 
 /// GET /v1/reservations/{id}

@@ -104,12 +104,14 @@ impl Ledger {
     }
 
     /// Returns everything an active hold took.
-    pub async fn release_reservation(&self, id: Uuid) -> Result<Reservation, ServiceError> {
+    pub async fn release_reservation(
+        &self,
+        id: Uuid,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Outcome<Reservation>, ServiceError> {
         let command = Command::Release { reservation_id: id };
-        done(
-            self.command(Target::Reservation(id), command, None, reservation)
-                .await?,
-        )
+        self.command(Target::Reservation(id), command, idempotency, reservation)
+            .await
     }
 
     /// Refunds (part of) a debit.

@@ -181,6 +181,49 @@ async fn release_returns_everything_and_a_finished_reservation_is_not_active() {
 }
 
 #[tokio::test]
+async fn a_retried_release_with_its_idempotency_key_answers_the_first_release_again() {
+    let app = spawn_app().await;
+    ready(&app, 100).await;
+    let held = reserve(&app, json!({"cost": 60})).await;
+    let id = held.body["id"].as_str().unwrap();
+    let release = |key: &str| {
+        app.post(&format!("/v1/reservations/{id}/release"))
+            .token(SERVICE)
+            .idempotency_key(key)
+            .send()
+    };
+    let first = release("job-7-release").await;
+    first.assert_status(200);
+    assert_eq!(first.header("idempotent-replayed"), None);
+    let retried = release("job-7-release").await;
+    retried.assert_status(200);
+    assert_eq!(retried.header("idempotent-replayed"), Some("true"));
+    assert_eq!(retried.body, first.body);
+    assert_eq!(app.available("key_1", "credits").await, Some(100));
+    let releases = app
+        .all_entries("key_1")
+        .await
+        .into_iter()
+        .filter(|(kind, _, _)| kind == "release")
+        .count();
+    assert_eq!(releases, 1, "credits came back once");
+
+    // Another key is another request: the reservation is no longer active.
+    release("job-7-release-again")
+        .await
+        .assert_error(409, "reservation_not_active");
+    // The key of the release, used to commit, is another request with that key.
+    let other = reserve(&app, json!({"cost": 5})).await;
+    let other_id = other.body["id"].as_str().unwrap();
+    app.post(&format!("/v1/reservations/{other_id}/commit"))
+        .idempotency_key("job-7-release")
+        .send()
+        .await
+        .assert_error(409, "idempotency_key_reused");
+    app.assert_audit_clean().await;
+}
+
+#[tokio::test]
 async fn a_hold_expires_after_its_ttl_and_its_credits_come_back_once() {
     let app = spawn_app().await;
     ready(&app, 100).await;

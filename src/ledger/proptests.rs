@@ -1439,7 +1439,7 @@ fn resolve(
             })
             .collect();
         let i = match pick(p / 2, active.len()) {
-            Some(a) if p % 2 == 0 => Some(active[a]),
+            Some(a) if p.is_multiple_of(2) => Some(active[a]),
             _ => pick(p / 2, state.reservations.len()),
         };
         (i, i.map_or(MISSING, |i| state.reservations[i].id))

@@ -55,9 +55,12 @@ fn describe() {
     );
     describe_counter!(
         "debits_total",
-        "Debits by pool and outcome (accepted, refused)"
+        "Debits (direct, verifications and reservation commits) by pool and outcome (accepted, refused); dry runs not counted"
     );
-    describe_counter!("credits_debited_total", "Credits debited, by pool");
+    describe_counter!(
+        "credits_debited_total",
+        "Credits taken by accepted debits, verifications and reservation commits, by pool"
+    );
     describe_counter!("period_rolls_total", "Billing periods rolled");
     describe_histogram!(
         "write_batch_size",

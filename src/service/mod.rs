@@ -588,7 +588,8 @@ async fn check_shared(
     Ok(())
 }
 
-/// Debits counted by outcome, and the credits they took.
+/// Debits (direct, through `/v1/verify`, and commits of reservations) counted by outcome, and
+/// the credits they took. Dry runs change nothing and count nothing.
 fn record_metrics(command: &Command, result: &Result<Answer, LedgerError>) {
     match (command, result) {
         (Command::Debit(_) | Command::Commit { .. }, Ok(Answer::Debit(debit)))
@@ -600,7 +601,7 @@ fn record_metrics(command: &Command, result: &Result<Answer, LedgerError>) {
             metrics::counter!("credits_debited_total", "pool" => pool)
                 .increment(debit.cost.unsigned_abs());
         }
-        (Command::Debit(_), Err(LedgerError::CreditsExhausted(e))) => {
+        (Command::Debit(request), Err(LedgerError::CreditsExhausted(e))) if !request.dry_run => {
             metrics::counter!("debits_total", "pool" => e.pool.to_string(), "outcome" => "refused")
                 .increment(1);
         }

@@ -555,3 +555,94 @@ async fn verify_validates_its_body_before_calling_unkey() {
         .await
         .assert_error(401, "unauthorized");
 }
+
+/// The value of one Prometheus sample, e.g. `credits_debited_total{pool="p"}`; 0 when absent.
+async fn sample(app: &TestApp, series: &str) -> f64 {
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_count_every_way_credits_are_debited() {
+    // The metrics are the process's: a pool no other test uses keeps this test's counts apart.
+    let (app, unkey) = setup(&[]).await;
+    app.put_plan(
+        "metered",
+        json!({"name": "Metered", "interval": "month",
+               "pools": {"metrics_probe": {"allowance": 1000}},
+               "operations": {"search": {"pool": "metrics_probe", "cost": 1}}}),
+    )
+    .await;
+    app.create_account("key_m", "metered").await;
+    unkey.valid("sk_live_m", "key_m", json!({"plan": "metered"}));
+    let credits = r#"credits_debited_total{pool="metrics_probe"}"#;
+    let accepted = r#"debits_total{pool="metrics_probe",outcome="accepted"}"#;
+    let refused = r#"debits_total{pool="metrics_probe",outcome="refused"}"#;
+
+    // A debit, a dry run (not counted), a reservation committed in part, a verification.
+    app.debit("key_m", json!({"operation": "search", "quantity": 100}))
+        .await
+        .assert_status(201);
+    app.debit(
+        "key_m",
+        json!({"operation": "search", "quantity": 7, "dry_run": true}),
+    )
+    .await
+    .assert_status(200);
+    let held = app
+        .post("/v1/accounts/key_m/reservations")
+        .token(SERVICE)
+        .json(json!({"operation": "search", "quantity": 50}))
+        .send()
+        .await;
+    held.assert_status(201);
+    app.post(&format!(
+        "/v1/reservations/{}/commit",
+        held.body["id"].as_str().unwrap()
+    ))
+    .token(SERVICE)
+    .json(json!({"amount": 30}))
+    .send()
+    .await
+    .assert_status(200);
+    verify(
+        &app,
+        "sk_live_m",
+        json!({"operation": "search", "quantity": 100}),
+    )
+    .await
+    .assert_status(200);
+    assert_eq!(sample(&app, credits).await, 230.0);
+    assert_eq!(sample(&app, accepted).await, 3.0);
+
+    // A refusal is counted, a refused dry run is not (it refuses nothing).
+    app.debit(
+        "key_m",
+        json!({"operation": "search", "quantity": 5000, "dry_run": true}),
+    )
+    .await
+    .assert_status(402);
+    assert_eq!(sample(&app, refused).await, 0.0);
+    verify(
+        &app,
+        "sk_live_m",
+        json!({"operation": "search", "quantity": 5000}),
+    )
+    .await
+    .assert_status(402);
+    assert_eq!(sample(&app, refused).await, 1.0);
+    assert_eq!(sample(&app, credits).await, 230.0);
+}

@@ -1,7 +1,7 @@
 //! `/v1/accounts`: accounts, balances, the journal, usage and plan changes.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::{Admin, Service};
+use super::export;
 use super::extract::{AppJson, AppPath, AppQuery, IdempotencyKey};
 use super::idempotency::{idempotency, render};
 use super::plans::plan_id;
@@ -16,7 +17,7 @@ use crate::app::AppState;
 use crate::db::entries::EntryFilter;
 use crate::error::ApiError;
 use crate::ledger::account::AccountInput;
-use crate::ledger::model::{Account, Balance, EntryPage};
+use crate::ledger::model::{Account, Balance};
 use crate::ledger::plan_change::Proration;
 use crate::ledger::top_up::{self, AutoTopUp};
 use crate::ledger::types::{
@@ -267,16 +268,51 @@ impl EntriesQuery {
     }
 }
 
-/// GET /v1/accounts/{key_id}/entries: newest first, `next_cursor` to page on.
+/// GET /v1/accounts/{key_id}/entries: newest first, `next_cursor` to page on; with
+/// `Accept: text/csv`, everything that matches as a streamed CSV.
 pub async fn entries(
     _: Service,
     State(state): State<AppState>,
     AppPath(raw_key): AppPath<String>,
+    headers: HeaderMap,
     AppQuery(query): AppQuery<EntriesQuery>,
-) -> Result<Json<EntryPage>, ApiError> {
+) -> Result<Response, ApiError> {
     let key = key_id(&raw_key)?;
     let (filter, limit) = query.filter()?;
-    Ok(Json(state.ledger.entries(&key, &filter, limit).await?))
+    answer_entries(&state, &key, filter, limit, &headers).await
+}
+
+/// A page of the journal as JSON, or all of it that matches as CSV.
+pub(crate) async fn answer_entries(
+    state: &AppState,
+    key: &KeyId,
+    filter: EntryFilter,
+    limit: i64,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    if !export::wants_csv(headers) {
+        return Ok(Json(state.ledger.entries(key, &filter, limit).await?).into_response());
+    }
+    state.ledger.require_account(key).await?;
+    let ledger = state.ledger.clone();
+    let account = key.clone();
+    Ok(export::csv_response(
+        &format!("entries-{key}.csv"),
+        move |cursor: Option<String>| {
+            let ledger = ledger.clone();
+            let account = account.clone();
+            let mut filter = filter.clone();
+            async move {
+                if let Some(cursor) = cursor {
+                    filter.before = cursor.parse().ok();
+                }
+                let page = ledger
+                    .entries(&account, &filter, export::EXPORT_PAGE)
+                    .await?;
+                Ok((page.data, page.next_cursor))
+            }
+        },
+    ))
 }
 
 /// GET /v1/accounts/{key_id}/usage

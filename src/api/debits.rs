@@ -7,17 +7,22 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::accounts::{key_id, metadata_object};
+use super::accounts::{key_id, metadata_object, page_limit};
 use super::auth::Service;
-use super::extract::{request_hash, AppJson, AppPath, IdempotencyKey};
+use super::export;
+use super::extract::{request_hash, AppJson, AppPath, AppQuery, IdempotencyKey};
 use crate::app::AppState;
+use crate::db::debits::DebitFilter;
 use crate::error::ApiError;
 use crate::ledger::command::Idempotency;
 use crate::ledger::debit::DebitRequest;
-use crate::ledger::model::Debit;
+use crate::ledger::model::{Debit, DebitRecord};
 use crate::ledger::pricing::DebitSpec;
-use crate::ledger::types::{check_positive, InvalidField, OperationName, PoolName};
+use crate::ledger::types::{
+    check_positive, check_timestamp, InvalidField, OperationName, PoolName,
+};
 use crate::service::Outcome;
+use uuid::Uuid;
 
 pub const CREDITS_REMAINING: &str = "x-credits-remaining";
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
@@ -165,4 +170,115 @@ pub async fn create(
             Ok(debit_response(StatusCode::CREATED, &debit, true))
         }
     }
+}
+
+/// The debit list's query: `from`, `to`, `operation`, `limit`, `cursor`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebitsQuery {
+    from: Option<chrono::DateTime<chrono::Utc>>,
+    to: Option<chrono::DateTime<chrono::Utc>>,
+    operation: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// A debit list cursor: `<created_at in microseconds>.<debit id>`.
+fn parse_cursor(raw: &str) -> Option<(chrono::DateTime<chrono::Utc>, Uuid)> {
+    let (micros, id) = raw.split_once('.')?;
+    let at = chrono::DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+    Some((at, id.parse().ok()?))
+}
+
+impl DebitsQuery {
+    fn filter(self) -> Result<(DebitFilter, i64), ApiError> {
+        let limit = page_limit(self.limit)?;
+        let before = self
+            .cursor
+            .as_deref()
+            .map(|c| {
+                parse_cursor(c).ok_or_else(|| {
+                    field(InvalidField::new(
+                        "cursor",
+                        "is not a cursor this API returned",
+                    ))
+                })
+            })
+            .transpose()?;
+        let from = self
+            .from
+            .map(|t| check_timestamp("from", t))
+            .transpose()
+            .map_err(field)?;
+        let to = self
+            .to
+            .map(|t| check_timestamp("to", t))
+            .transpose()
+            .map_err(field)?;
+        if let (Some(from), Some(to)) = (from, to) {
+            if from >= to {
+                return Err(field(InvalidField::new("to", "must be later than from")));
+            }
+        }
+        let operation = self
+            .operation
+            .map(|o| OperationName::parse("operation", &o).map(|o| o.to_string()))
+            .transpose()
+            .map_err(field)?;
+        let filter = DebitFilter {
+            before,
+            from,
+            to,
+            operation,
+        };
+        Ok((filter, limit))
+    }
+}
+
+/// GET /v1/accounts/{key_id}/debits: newest first, with their refunds; with
+/// `Accept: text/csv`, everything that matches as a streamed CSV.
+pub async fn list(
+    _: Service,
+    State(state): State<AppState>,
+    AppPath(raw_key): AppPath<String>,
+    headers: axum::http::HeaderMap,
+    AppQuery(query): AppQuery<DebitsQuery>,
+) -> Result<Response, ApiError> {
+    let key = key_id(&raw_key)?;
+    let (filter, limit) = query.filter()?;
+    if !export::wants_csv(&headers) {
+        return Ok(Json(state.ledger.debit_records(&key, &filter, limit).await?).into_response());
+    }
+    state.ledger.require_account(&key).await?;
+    let ledger = state.ledger.clone();
+    let account = key.clone();
+    Ok(export::csv_response(
+        &format!("debits-{key}.csv"),
+        move |cursor: Option<String>| {
+            let ledger = ledger.clone();
+            let account = account.clone();
+            let mut filter = filter.clone();
+            async move {
+                if let Some(cursor) = cursor {
+                    filter.before = parse_cursor(&cursor);
+                }
+                let page = ledger
+                    .debit_records(&account, &filter, export::EXPORT_PAGE)
+                    .await?;
+                Ok((page.data, page.next_cursor))
+            }
+        },
+    ))
+}
+
+/// GET /v1/debits/{id}: the debit with its refunds.
+pub async fn get(
+    _: Service,
+    State(state): State<AppState>,
+    AppPath(raw_id): AppPath<String>,
+) -> Result<Json<DebitRecord>, ApiError> {
+    let id = raw_id
+        .parse::<Uuid>()
+        .map_err(|_| field(InvalidField::new("id", "must be a debit id (a UUID)")))?;
+    Ok(Json(state.ledger.debit_record(id).await?))
 }

@@ -14,7 +14,7 @@ use super::extract::AppQuery;
 use super::verify::{gate, KEY_MAX};
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::ledger::model::{Balance, EntryPage};
+use crate::ledger::model::Balance;
 use crate::ledger::types::check_timestamp;
 use crate::ledger::usage::{Usage, UsageGroup, UsageInterval, UsageQuery};
 
@@ -65,17 +65,18 @@ pub async fn my_balance(
     Ok(Json(state.ledger.balance(&account).await?))
 }
 
-/// GET /v1/me/entries
+/// GET /v1/me/entries (JSON or, with `Accept: text/csv`, CSV)
 pub async fn my_entries(
     State(state): State<AppState>,
     key: CustomerKey,
+    headers: axum::http::HeaderMap,
     AppQuery(query): AppQuery<EntriesQuery>,
-) -> Result<Json<EntryPage>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let (mut filter, limit) = query.filter()?;
     let (account, key_id) = my_account(&state, &key).await?;
     // A member key of a shared account sees only the entries it made.
     filter.source_key_id = (account.as_str() != key_id).then_some(key_id);
-    Ok(Json(state.ledger.entries(&account, &filter, limit).await?))
+    super::accounts::answer_entries(&state, &account, filter, limit, &headers).await
 }
 
 #[derive(Debug, Deserialize)]

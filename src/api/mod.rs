@@ -6,6 +6,7 @@ pub mod adjustments;
 pub mod auth;
 pub mod billing;
 pub mod debits;
+pub mod export;
 pub mod extract;
 pub mod grants;
 pub mod health;
@@ -48,7 +49,11 @@ pub fn router(state: AppState) -> Router {
             put(accounts::put).get(accounts::get),
         )
         .route("/v1/accounts/{key_id}/balance", get(accounts::balance))
-        .route("/v1/accounts/{key_id}/debits", post(debits::create))
+        .route(
+            "/v1/accounts/{key_id}/debits",
+            post(debits::create).get(debits::list),
+        )
+        .route("/v1/debits/{id}", get(debits::get))
         .route("/v1/accounts/{key_id}/entries", get(accounts::entries))
         .route(
             "/v1/accounts/{key_id}/grants",

@@ -40,7 +40,8 @@ pub struct EntryFilter {
     pub source_key_id: Option<String>,
 }
 
-/// Entries of an account matching `filter`, newest first.
+/// Entries of an account matching `filter`, newest first. The cursor is a plain range on the
+/// primary key (no `IS NULL OR`), so that every page is an index range scan, however deep.
 pub async fn list(
     conn: &mut PgConnection,
     key_id: &str,
@@ -52,7 +53,7 @@ pub async fn list(
         "SELECT id, key_id, pool, kind::text AS kind, amount, balance_after, grant_id, operation, debit_id,
                 reservation_id, adjustment_id, source_key_id, created_at, metadata
            FROM entries
-          WHERE key_id = $1 AND ($2::bigint IS NULL OR id < $2)
+          WHERE key_id = $1 AND id < COALESCE($2::bigint, 9223372036854775807)
             AND ($4::text IS NULL OR source_key_id = $4)
             AND (cardinality($5::text[]) = 0 OR kind::text = ANY($5))
             AND ($6::timestamptz IS NULL OR created_at >= $6)

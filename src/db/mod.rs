@@ -2,6 +2,7 @@
 //! runs inside whatever transaction the caller holds.
 
 pub mod accounts;
+pub mod debits;
 pub mod entries;
 pub mod grants;
 pub mod idempotency;

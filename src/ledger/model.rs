@@ -111,6 +111,50 @@ pub struct Debit {
     pub created_at: DateTime<Utc>,
 }
 
+/// A debit as history shows it: what it took, when, and what has been refunded since.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebitRecord {
+    pub id: Uuid,
+    pub key_id: String,
+    pub pool: String,
+    pub operation: Option<String>,
+    pub quantity: i64,
+    pub cost: i64,
+    /// The part of the cost taken below zero, from the pool's overage.
+    pub overage: i64,
+    /// Credits refunded from it so far.
+    pub refunded: i64,
+    /// The pool's available credits just after the debit (`None`: unlimited).
+    pub remaining: Option<i64>,
+    pub reset_at: DateTime<Utc>,
+    pub drawn: Vec<Drawn>,
+    pub reservation_id: Option<Uuid>,
+    pub source_key_id: Option<String>,
+    pub plan_id: String,
+    pub plan_version: i32,
+    pub metadata: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    /// Its refunds, oldest first.
+    pub refunds: Vec<RefundRecord>,
+}
+
+/// A refund as a debit's history shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundRecord {
+    pub id: Uuid,
+    pub amount: i64,
+    pub reason: Option<String>,
+    pub parts: Vec<RefundPart>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A page of debits, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DebitPage {
+    pub data: Vec<DebitRecord>,
+    pub next_cursor: Option<String>,
+}
+
 /// A reservation as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reservation {

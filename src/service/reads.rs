@@ -8,7 +8,9 @@ use super::{Ledger, ServiceError, Target};
 use crate::db;
 use crate::db::state::{Lock, Selection};
 use crate::ledger::command::{Command, Request};
-use crate::ledger::model::{Account, Balance, EntryPage, GrantPage, Reservation};
+use crate::ledger::model::{
+    Account, Balance, DebitPage, DebitRecord, EntryPage, GrantPage, Reservation,
+};
 use crate::ledger::plan::Plan;
 use crate::ledger::roll;
 use crate::ledger::state::AccountState;
@@ -125,12 +127,41 @@ impl Ledger {
         Ok(GrantPage { data, next_cursor })
     }
 
-    async fn require_account(&self, key_id: &KeyId) -> Result<(), ServiceError> {
+    pub(crate) async fn require_account(&self, key_id: &KeyId) -> Result<(), ServiceError> {
         let mut conn = self.db.acquire().await?;
         if !db::accounts::exists(&mut conn, key_id.as_str()).await? {
             return Err(LedgerError::AccountNotFound(key_id.clone()).into());
         }
         Ok(())
+    }
+
+    /// One debit with its refunds.
+    pub async fn debit_record(&self, id: Uuid) -> Result<DebitRecord, ServiceError> {
+        let mut conn = self.db.acquire().await?;
+        db::debits::find(&mut conn, id)
+            .await?
+            .ok_or_else(|| LedgerError::DebitNotFound(id).into())
+    }
+
+    /// An account's debits matching `filter`, newest first, with their refunds.
+    pub async fn debit_records(
+        &self,
+        key_id: &KeyId,
+        filter: &db::debits::DebitFilter,
+        limit: i64,
+    ) -> Result<DebitPage, ServiceError> {
+        self.require_account(key_id).await?;
+        let mut conn = self.db.acquire().await?;
+        let mut data = db::debits::list(&mut conn, key_id.as_str(), filter, limit + 1).await?;
+        let more = data.len() as i64 > limit;
+        data.truncate(limit as usize);
+        let next_cursor = if more {
+            data.last()
+                .map(|d| format!("{}.{}", d.created_at.timestamp_micros(), d.id))
+        } else {
+            None
+        };
+        Ok(DebitPage { data, next_cursor })
     }
 
     /// Journal entries of an account matching `filter`, newest first.

@@ -664,6 +664,23 @@ impl Spec {
             response.body
         );
         let documented = self.resolve(documented);
+        // The schema of the media type the response came as (JSON unless it says otherwise).
+        let media = response
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .unwrap_or_else(|| "application/json".into());
+        if let Some(content) = documented.get("content").and_then(Value::as_object) {
+            assert!(
+                content.contains_key(&media),
+                "{method} {path} answered {status} as {media}, which openapi.yaml does not list"
+            );
+        }
+        if media != "application/json" {
+            return;
+        }
         let Some(schema) = documented.pointer("/content/application~1json/schema") else {
             return;
         };

@@ -15,6 +15,7 @@ mod faults;
 mod fuzz;
 mod grants;
 mod health;
+mod history;
 mod idempotency;
 mod openapi;
 mod periods;

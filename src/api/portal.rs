@@ -61,11 +61,13 @@ pub async fn create(
         .return_url
         .as_deref()
         .map(|raw| {
+            // The length that counts is the normalized URL's (encoded, punycode), as stored
+            // and as sent to Stripe.
             reqwest::Url::parse(raw)
                 .ok()
                 .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-                .filter(|_| raw.len() <= RETURN_URL_MAX)
                 .map(|u| u.to_string())
+                .filter(|u| u.len() <= RETURN_URL_MAX)
                 .ok_or_else(|| {
                     invalid(
                         "return_url",
@@ -148,5 +150,7 @@ pub async fn checkout(
             "this portal link has no return_url for Stripe to send the customer back to; ask for a link with one",
         )
     })?;
+    // Keys of the portal's checkouts are apart from the service route's.
+    let key = key.map(|k| format!("portal:{k}"));
     super::billing::sell_pack(&state, &access.key_id, &pack, (back, back), key).await
 }

@@ -48,24 +48,31 @@ pub async fn list(
     filter: &EntryFilter,
     limit: i64,
 ) -> Result<Vec<Entry>, sqlx::Error> {
-    let kinds: Vec<&str> = filter.kinds.iter().map(|k| k.as_str()).collect();
-    let rows: Vec<EntryRow> = sqlx::query_as(
+    // A kind filter is its own clause with the kinds as a constant, so that the planner sees
+    // how rare they are and reads a rare kind through `entries_by_kind` instead of walking the
+    // account. The names are the enum's own static strings, never the caller's text.
+    let by_kind = if filter.kinds.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<&str> = filter.kinds.iter().map(|k| k.as_str()).collect();
+        format!("AND kind = ANY('{{{}}}'::entry_kind[])", names.join(","))
+    };
+    let rows: Vec<EntryRow> = sqlx::query_as(&format!(
         "SELECT id, key_id, pool, kind::text AS kind, amount, balance_after, grant_id, operation, debit_id,
                 reservation_id, adjustment_id, source_key_id, created_at, metadata
            FROM entries
           WHERE key_id = $1 AND id < COALESCE($2::bigint, 9223372036854775807)
             AND ($4::text IS NULL OR source_key_id = $4)
-            AND (cardinality($5::text[]) = 0 OR kind::text = ANY($5))
-            AND ($6::timestamptz IS NULL OR created_at >= $6)
-            AND ($7::timestamptz IS NULL OR created_at < $7)
+            {by_kind}
+            AND ($5::timestamptz IS NULL OR created_at >= $5)
+            AND ($6::timestamptz IS NULL OR created_at < $6)
           ORDER BY id DESC
-          LIMIT $3",
-    )
+          LIMIT $3"
+    ))
     .bind(key_id)
     .bind(filter.before)
     .bind(limit)
     .bind(filter.source_key_id.as_deref())
-    .bind(&kinds)
     .bind(filter.from)
     .bind(filter.to)
     .fetch_all(conn)

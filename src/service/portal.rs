@@ -157,7 +157,8 @@ impl Ledger {
                 key_id,
                 &UsageQuery {
                     from: balance.period.start,
-                    to: self.now() + Duration::seconds(1),
+                    // Another replica's clock may be a little ahead and have begun the period.
+                    to: self.now().max(balance.period.start) + Duration::seconds(1),
                     interval: UsageInterval::Day,
                     group_by: UsageGroup::Operation,
                     source_key_id: None,

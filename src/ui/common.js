@@ -38,7 +38,7 @@
     }
   }
 
-  /** Calls the API with a bearer token; answers the JSON body or throws an ApiError. */
+  /** Calls the API (`/v1/...`, resolved next to the page) with a bearer token; answers the JSON body or throws an ApiError. */
   async function api(path, { method = "GET", token, body, idempotencyKey } = {}) {
     const headers = { Accept: "application/json" };
     if (token) headers.Authorization = `Bearer ${token}`;
@@ -46,7 +46,8 @@
     if (body !== undefined) headers["Content-Type"] = "application/json";
     let response;
     try {
-      response = await fetch(path, {
+      // Relative to the page, so that a ledger served under a path prefix works too.
+      response = await fetch(path.replace(/^\//, ""), {
         method,
         headers,
         body: body === undefined ? undefined : JSON.stringify(body),

@@ -77,24 +77,32 @@
   }
 
   /**
-   * A form that submits through the API. `submit(values, key)` performs the call; the key is
-   * renewed after a success and whenever an input changes.
+   * A form that submits through the API. `submit(values, key)` performs the call with the form's
+   * Idempotency-Key; `confirmFirst(values)`, if given, returns a question to confirm (falsy: none).
    */
-  function actionForm({ id, fields, label, submit, done }) {
+  function actionForm({ id, fields, label, submit, done, confirmFirst }) {
     const error = el("p", { class: "error", role: "alert" });
     const button = el("button", { type: "submit" }, label);
-    const form = el("form", { id, novalidate: true }, fields, button, error);
-    let key = newKey();
-    form.addEventListener("input", () => { key = newKey(); });
-    form.addEventListener("change", () => { key = newKey(); });
+    const form = el("form", { id }, fields, button, error);
+    // One key per intended change: the same values sent again (after a lost answer) reuse it,
+    // other values get a new one, and so does the next change after a success.
+    let sent = null;
+    let key = null;
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       error.textContent = "";
+      const values = Object.fromEntries(new FormData(form).entries());
+      const question = confirmFirst && confirmFirst(values);
+      if (question && !confirm(question)) return;
+      const body = JSON.stringify(values);
+      if (body !== sent) {
+        sent = body;
+        key = newKey();
+      }
       button.disabled = true;
       try {
-        const values = Object.fromEntries(new FormData(form).entries());
         const answer = await submit(values, key);
-        key = newKey();
+        sent = null;
         await done(answer);
       } catch (e) {
         error.textContent = e.message;
@@ -281,6 +289,7 @@
         field("Debit id", el("input", { name: "debit", required: true, placeholder: "from the journal", autocomplete: "off" })),
         field("Credits", el("input", { name: "amount", type: "number", min: 1, step: 1, inputmode: "numeric" }), "Empty: all that is left"),
         field("Reason", el("input", { name: "reason", maxlength: 500 }))),
+      confirmFirst: (v) => (v.amount ? "" : `Refund everything not yet refunded of debit ${v.debit.trim()}?`),
       submit: (v, key) => call(`/v1/debits/${encodeURIComponent(v.debit.trim())}/refunds`, {
         method: "POST", idempotencyKey: key, body: { amount: number(v.amount), reason: v.reason || undefined },
       }),
@@ -444,7 +453,9 @@
   function route() {
     if (!token) { signOut(); return; }
     const [, section, rest] = location.hash.match(/^#\/([a-z]+)\/?(.*)$/) || [];
-    if (section === "accounts" && rest) accountView(decodeURIComponent(rest));
+    let keyId = null;
+    try { keyId = rest ? decodeURIComponent(rest) : null; } catch (e) { keyId = null; }
+    if (section === "accounts" && keyId) accountView(keyId);
     else if (section === "plans") plansView();
     else if (section === "webhooks") webhooksView();
     else accountsView();

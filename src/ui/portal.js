@@ -20,14 +20,14 @@
 
   /** A button that sends the customer to Stripe Checkout for the pack. */
   function buyButton(token, pack, error) {
-    const key = newKey();
     const button = el("button", { type: "button", "aria-label": `Buy ${pack.id}: ${fmt.n(pack.credits)} credits` }, "Buy");
     button.addEventListener("click", async () => {
       button.disabled = true;
       error.textContent = "";
       try {
+        // A key per click: a page restored with the Back button starts a new checkout.
         const session = await api("/v1/portal/checkout-sessions", {
-          method: "POST", token, idempotencyKey: key, body: { pack: pack.id },
+          method: "POST", token, idempotencyKey: newKey(), body: { pack: pack.id },
         });
         // Checkout cannot be framed: it opens in the whole window.
         window.open(session.url, "_top");
@@ -44,6 +44,7 @@
     if (view.return_url) {
       const back = document.getElementById("back");
       back.href = view.return_url;
+      back.target = "_top";
       back.textContent = `Back to ${new URL(view.return_url).host}`;
       back.hidden = false;
     }
@@ -97,9 +98,16 @@
       el("p", { class: "hint" }, `This page is read-only. Its link is valid until ${fmt.date(view.expires_at)}.`));
   }
 
+  const TOKEN_KEY = "credit-ledger.portal-token";
+
   async function load() {
-    const params = new URLSearchParams(location.hash.slice(1));
-    const token = params.get("token");
+    // The token leaves the address bar (and so the history) at once; the tab keeps it.
+    const fromLink = new URLSearchParams(location.hash.slice(1)).get("token");
+    if (fromLink) {
+      sessionStorage.setItem(TOKEN_KEY, fromLink);
+      history.replaceState(null, "", location.pathname + location.search);
+    }
+    const token = fromLink || sessionStorage.getItem(TOKEN_KEY);
     if (!token) {
       refused("The link has no token. Open the portal from the link you were given.");
       return;

@@ -82,12 +82,14 @@ impl Browser {
             .unwrap_or_else(|e| panic!("{css} did not appear: {e}"))
     }
 
+    /// The element's text; empty when the page replaced the element while it was read (the
+    /// callers poll, so the next read sees the new one).
     async fn text(&self, css: &str) -> String {
-        self.wait_for(css).await.text().await.unwrap()
+        self.wait_for(css).await.text().await.unwrap_or_default()
     }
 
     async fn attribute(&self, css: &str, name: &str) -> Option<String> {
-        self.wait_for(css).await.attr(name).await.unwrap()
+        self.wait_for(css).await.attr(name).await.ok().flatten()
     }
 
     /// Waits until `read` gives `expected`; fails with the last value seen.
@@ -257,10 +259,23 @@ async fn the_console_signs_in_finds_an_account_tops_up_a_pack_and_shows_the_chan
         .click()
         .await
         .unwrap();
+    // Taking away more than there is: the API refuses it with a sentence of its own.
+    browser
+        .wait_for("#adjust select[name=op] option[value=decrement]")
+        .await
+        .click()
+        .await
+        .unwrap();
     browser
         .wait_for("#adjust input[name=amount]")
         .await
-        .send_keys("5")
+        .send_keys("5000")
+        .await
+        .unwrap();
+    browser
+        .wait_for("#adjust input[name=reason]")
+        .await
+        .send_keys("ticket 42")
         .await
         .unwrap();
     browser
@@ -271,7 +286,7 @@ async fn the_console_signs_in_finds_an_account_tops_up_a_pack_and_shows_the_chan
         .unwrap();
     let refused = app
         .post("/v1/accounts/key_1/adjustments")
-        .json(json!({"pool": "credits", "op": "increment", "amount": 5, "reason": ""}))
+        .json(json!({"pool": "credits", "op": "decrement", "amount": 5000, "reason": "ticket 42"}))
         .send()
         .await;
     refused.assert_status(422);
@@ -355,6 +370,11 @@ async fn a_portal_link_shows_the_customers_numbers_and_refuses_once_expired() {
         Some("https://app.example.com/billing")
     );
     browser.screenshot("portal").await;
+    // The token has left the address bar (and the history); a reload still shows the page.
+    let shown = browser.client.current_url().await.unwrap();
+    assert_eq!(shown.fragment(), None, "{shown}");
+    browser.client.refresh().await.unwrap();
+    browser.until("credits available", "1412", available).await;
 
     // Past its expiry the same link is refused, in the API's words.
     app.clock.advance(chrono::Duration::seconds(601));

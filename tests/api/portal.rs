@@ -266,7 +266,7 @@ async fn the_console_and_portal_pages_are_served_with_a_strict_policy() {
     );
     assert_eq!(console.header("x-frame-options"), Some("DENY"));
     let html = console.body.as_str().unwrap();
-    assert!(html.contains("/assets/console.js") && !html.contains("<script>"));
+    assert!(html.contains("assets/console.js") && !html.contains("<script>"));
 
     let portal = app.get("/portal").no_token().send().await;
     portal.assert_status(200);

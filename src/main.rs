@@ -2,7 +2,7 @@ use std::collections::BTreeSet;
 use std::process::ExitCode;
 
 use chrono::Utc;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -36,6 +36,11 @@ enum Command {
     Audit(Box<Settings>),
     /// Print the OpenAPI description of the HTTP API.
     Openapi,
+    /// Print a shell completion script for bash, zsh, fish, powershell or elvish.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// What a command that touches the database does once its settings are checked.
@@ -65,6 +70,12 @@ async fn main() -> ExitCode {
     let (task, settings) = match Cli::parse().command {
         Command::Openapi => {
             write_stdout(credit_ledger::OPENAPI_YAML);
+            return ExitCode::SUCCESS;
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "credit-ledger", &mut script);
+            write_stdout(&String::from_utf8_lossy(&script));
             return ExitCode::SUCCESS;
         }
         Command::Serve(settings) => (Task::Serve, settings),

@@ -285,3 +285,46 @@ async fn logs_into_a_file_are_plain_and_json_logs_carry_numbers() {
     })
     .await;
 }
+
+#[test]
+fn completions_print_a_script_for_each_shell_that_knows_the_commands_and_flags() {
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        // No setting is needed, even a bad one.
+        let output = binary()
+            .args(["completions", shell])
+            .env("LEDGER_WRITERS", "x")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{shell}: {output:?}");
+        let script = String::from_utf8(output.stdout).unwrap();
+        for word in ["serve", "migrate", "audit", "openapi", "completions"] {
+            assert!(script.contains(word), "{shell} completes {word}");
+        }
+        assert!(script.contains("database-url"), "{shell} completes flags");
+    }
+    let unknown = binary().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+}
+
+#[test]
+fn the_bash_completion_script_is_valid_bash() {
+    let script = binary().args(["completions", "bash"]).output().unwrap();
+    let path = std::env::temp_dir().join(format!("cl-completion-{}.bash", uuid::Uuid::new_v4()));
+    std::fs::write(&path, &script.stdout).unwrap();
+    // `bash -n` parses without running; then sourcing registers the completion function.
+    let checked = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "bash -n {0} && source {0} && complete -p credit-ledger",
+            path.display()
+        ))
+        .output();
+    let _ = std::fs::remove_file(&path);
+    let checked = checked.unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(String::from_utf8_lossy(&checked.stdout).contains("credit-ledger"));
+}

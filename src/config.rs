@@ -1,7 +1,16 @@
-//! Configuration, from the environment. Every setting has a documented default (README.md).
+//! Configuration: every setting is an environment variable (or the command-line flag beside
+//! it), with a documented default. `credit-ledger serve --help` lists them all; so does
+//! README.md's settings table, and a test keeps the two in agreement.
+//!
+//! clap gathers the raw text of each setting (flag, else environment, else default); the
+//! checks that turn it into a [`Config`] are ours, so an error names the environment variable
+//! and says what it must be.
 
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::time::Duration;
+
+use clap::{Args, FromArgMatches};
 
 use crate::unkey::UnkeySettings;
 
@@ -10,11 +19,291 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_UNKEY_BASE_URL: &str = "https://api.unkey.com";
 /// Every minute, at second 0.
 pub const DEFAULT_SCHEDULE: &str = "0 * * * * *";
+pub const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn,tower_http=info,tokio_cron_scheduler=warn";
+/// `LEDGER_WEBHOOK_RETRY_SECONDS` when unset: [`crate::webhooks::DEFAULT_RETRY_SECONDS`] as text
+/// (a test keeps the two equal).
+const DEFAULT_WEBHOOK_RETRY_SECONDS: &str = "5,30,120,600,1800,7200,18000,36000,50400";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// The settings as given: the text of each flag or environment variable, or its default. Read
+/// by clap (`serve`, `migrate` and `audit` take them), checked by [`Config::from_settings`].
+/// Secrets are never shown by `--help` (`hide_env_values`), and this type has no `Debug`.
+#[derive(Args, Clone)]
+pub struct Settings {
+    /// PostgreSQL database; created if missing, migrated at start
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", default_value = DEFAULT_DATABASE_URL,
+          hide_env_values = true, help_heading = "Database")]
+    pub database_url: String,
+    /// Size of the database connection pool (1-1000)
+    #[arg(
+        long,
+        env = "LEDGER_DB_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value = "20",
+        help_heading = "Database"
+    )]
+    pub db_max_connections: String,
+    /// How long a write waits for an account's row lock before 503 database_timeout (10-600000)
+    #[arg(
+        long,
+        env = "LEDGER_DB_LOCK_TIMEOUT_MS",
+        value_name = "MS",
+        default_value = "2000",
+        help_heading = "Database"
+    )]
+    pub db_lock_timeout_ms: String,
+    /// The serving pool's statement_timeout (100-3600000); migrate and audit run without it
+    #[arg(
+        long,
+        env = "LEDGER_DB_STATEMENT_TIMEOUT_MS",
+        value_name = "MS",
+        default_value = "10000",
+        help_heading = "Database"
+    )]
+    pub db_statement_timeout_ms: String,
+    /// Writer tasks, each with its share of the accounts and up to two transactions (1-64)
+    #[arg(
+        long,
+        env = "LEDGER_WRITERS",
+        value_name = "N",
+        default_value = "2",
+        help_heading = "Database"
+    )]
+    pub writers: String,
+    /// The most writes one writer transaction takes (1-10000)
+    #[arg(
+        long,
+        env = "LEDGER_WRITE_BATCH",
+        value_name = "N",
+        default_value = "256",
+        help_heading = "Database"
+    )]
+    pub write_batch: String,
+
+    /// Address the HTTP API listens on
+    #[arg(long, env = "LEDGER_LISTEN", value_name = "ADDR", default_value = DEFAULT_LISTEN,
+          help_heading = "HTTP")]
+    pub listen: String,
+    /// Base URL of the links the service hands out (default: http:// and LEDGER_LISTEN)
+    #[arg(
+        long,
+        env = "LEDGER_PUBLIC_URL",
+        value_name = "URL",
+        help_heading = "HTTP"
+    )]
+    pub public_url: Option<String>,
+    /// Comma-separated bearer tokens that may do everything
+    #[arg(
+        long,
+        env = "LEDGER_ADMIN_TOKENS",
+        value_name = "TOKENS",
+        hide_env_values = true,
+        help_heading = "HTTP"
+    )]
+    pub admin_tokens: Option<String>,
+    /// Comma-separated bearer tokens that may debit, reserve, verify and read
+    #[arg(
+        long,
+        env = "LEDGER_SERVICE_TOKENS",
+        value_name = "TOKENS",
+        hide_env_values = true,
+        help_heading = "HTTP"
+    )]
+    pub service_tokens: Option<String>,
+    /// A request that takes longer is answered 503 (1-3600; over twice the statement timeout plus 1 s)
+    #[arg(
+        long,
+        env = "LEDGER_REQUEST_TIMEOUT_SECS",
+        value_name = "SECS",
+        default_value = "30",
+        help_heading = "HTTP"
+    )]
+    pub request_timeout_secs: String,
+    /// A client slower than this to send a request's headers is disconnected (1-300)
+    #[arg(
+        long,
+        env = "LEDGER_HEADER_TIMEOUT_SECS",
+        value_name = "SECS",
+        default_value = "10",
+        help_heading = "HTTP"
+    )]
+    pub header_timeout_secs: String,
+    /// On SIGTERM or Ctrl-C, how long requests in flight may take before connections close (1-600)
+    #[arg(
+        long,
+        env = "LEDGER_SHUTDOWN_GRACE_SECS",
+        value_name = "SECS",
+        default_value = "10",
+        help_heading = "HTTP"
+    )]
+    pub shutdown_grace_secs: String,
+
+    /// text (for people; coloured only on a terminal) or json (for log pipelines)
+    #[arg(
+        long,
+        env = "LEDGER_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text",
+        help_heading = "Logs and jobs"
+    )]
+    pub log_format: String,
+    /// Log filter, in tracing's EnvFilter syntax
+    #[arg(long, env = "RUST_LOG", value_name = "FILTER", default_value = DEFAULT_LOG_FILTER,
+          help_heading = "Logs and jobs")]
+    pub log_filter: String,
+    /// When the maintenance job runs (cron with seconds): period rolls, expiries, old idempotency keys
+    #[arg(long, env = "LEDGER_SCHEDULE", value_name = "CRON", default_value = DEFAULT_SCHEDULE,
+          help_heading = "Logs and jobs")]
+    pub schedule: String,
+
+    /// Unkey root key for /v1/verify and /v1/me/*; without it they answer 503 auth_unavailable
+    #[arg(
+        long,
+        env = "UNKEY_ROOT_KEY",
+        value_name = "KEY",
+        hide_env_values = true,
+        help_heading = "Unkey"
+    )]
+    pub unkey_root_key: Option<String>,
+    /// Unkey's API
+    #[arg(long, env = "UNKEY_BASE_URL", value_name = "URL", default_value = DEFAULT_UNKEY_BASE_URL,
+          help_heading = "Unkey")]
+    pub unkey_base_url: String,
+    /// Connect timeout for Unkey (10-10000)
+    #[arg(
+        long,
+        env = "UNKEY_CONNECT_TIMEOUT_MS",
+        value_name = "MS",
+        default_value = "1000",
+        help_heading = "Unkey"
+    )]
+    pub unkey_connect_timeout_ms: String,
+    /// Timeout of one call to Unkey (10-10000)
+    #[arg(
+        long,
+        env = "UNKEY_TIMEOUT_MS",
+        value_name = "MS",
+        default_value = "2000",
+        help_heading = "Unkey"
+    )]
+    pub unkey_timeout_ms: String,
+    /// Retries of a call that met a 429, a 5xx, a timeout or a connection error (0-3)
+    #[arg(
+        long,
+        env = "UNKEY_RETRIES",
+        value_name = "N",
+        default_value = "1",
+        help_heading = "Unkey"
+    )]
+    pub unkey_retries: String,
+    /// The most one request waits on Unkey, all calls and retries together (10-30000)
+    #[arg(
+        long,
+        env = "UNKEY_BUDGET_MS",
+        value_name = "MS",
+        default_value = "5000",
+        help_heading = "Unkey"
+    )]
+    pub unkey_budget_ms: String,
+    /// Plan of an auto-provisioned key whose Unkey meta.plan names none
+    #[arg(
+        long,
+        env = "LEDGER_DEFAULT_PLAN",
+        value_name = "PLAN",
+        help_heading = "Unkey"
+    )]
+    pub default_plan: Option<String>,
+    /// How long /v1/me/* reuse a positive verification of a customer key (0-30)
+    #[arg(
+        long,
+        env = "LEDGER_KEY_CACHE_SECS",
+        value_name = "SECS",
+        default_value = "10",
+        help_heading = "Unkey"
+    )]
+    pub key_cache_secs: String,
+
+    /// Delays before each retry of a failed webhook delivery (1 to 50 of 1-604800 seconds)
+    #[arg(long, env = "LEDGER_WEBHOOK_RETRY_SECONDS", value_name = "SECS,...",
+          default_value = DEFAULT_WEBHOOK_RETRY_SECONDS, help_heading = "Webhooks")]
+    pub webhook_retry_seconds: String,
+    /// How often the delivery worker looks for due deliveries (10-60000)
+    #[arg(
+        long,
+        env = "LEDGER_WEBHOOK_POLL_MS",
+        value_name = "MS",
+        default_value = "1000",
+        help_heading = "Webhooks"
+    )]
+    pub webhook_poll_ms: String,
+    /// Let webhook endpoints be on loopback, private, link-local or reserved addresses (true or false)
+    #[arg(
+        long,
+        env = "LEDGER_WEBHOOK_ALLOW_PRIVATE_NETWORKS",
+        value_name = "BOOL",
+        default_value = "false",
+        help_heading = "Webhooks"
+    )]
+    pub webhook_allow_private_networks: String,
+    /// Keys sealing webhook secrets at rest: 32 bytes as base64 or 64 hex digits, comma-separated
+    #[arg(
+        long,
+        env = "LEDGER_SECRETS_KEY",
+        value_name = "KEYS",
+        hide_env_values = true,
+        help_heading = "Webhooks"
+    )]
+    pub secrets_key: Option<String>,
+    /// Send webhooks from this process; false records deliveries for another process to send
+    #[arg(
+        long,
+        env = "LEDGER_WEBHOOK_DELIVERY",
+        value_name = "BOOL",
+        default_value = "true",
+        help_heading = "Webhooks"
+    )]
+    pub webhook_delivery: String,
+
+    /// Stripe secret key (sk_...): lets checkout sessions sell packs
+    #[arg(
+        long,
+        env = "STRIPE_SECRET_KEY",
+        value_name = "KEY",
+        hide_env_values = true,
+        help_heading = "Stripe"
+    )]
+    pub stripe_secret_key: Option<String>,
+    /// Signing secret (whsec_...) of the Stripe webhook endpoint at POST /v1/stripe/webhook
+    #[arg(
+        long,
+        env = "STRIPE_WEBHOOK_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true,
+        help_heading = "Stripe"
+    )]
+    pub stripe_webhook_secret: Option<String>,
+    /// Stripe's API
+    #[arg(long, env = "STRIPE_API_BASE", value_name = "URL",
+          default_value = crate::stripe::DEFAULT_API_BASE, help_heading = "Stripe")]
+    pub stripe_api_base: String,
+    /// The event_name of the Stripe meter that overage is reported to
+    #[arg(long, env = "STRIPE_METER_EVENT_NAME", value_name = "NAME",
+          default_value = crate::stripe::DEFAULT_METER_EVENT_NAME, help_heading = "Stripe")]
+    pub stripe_meter_event_name: String,
+    /// The most one call to Stripe may take (100-120000)
+    #[arg(
+        long,
+        env = "STRIPE_TIMEOUT_MS",
+        value_name = "MS",
+        default_value = "20000",
+        help_heading = "Stripe"
+    )]
+    pub stripe_timeout_ms: String,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -23,6 +312,10 @@ pub struct Config {
     pub database_url: String,
     /// `LEDGER_LISTEN`
     pub listen: SocketAddr,
+    /// `LEDGER_PUBLIC_URL`: the base of the links the service hands out, an absolute http(s)
+    /// URL without a trailing slash, query or fragment; `http://` and the listen address by
+    /// default.
+    pub public_url: String,
     /// `LEDGER_ADMIN_TOKENS`, comma-separated
     pub admin_tokens: Vec<String>,
     /// `LEDGER_SERVICE_TOKENS`, comma-separated
@@ -45,6 +338,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// `LEDGER_LOG_FORMAT`: `text` or `json`
     pub log_format: LogFormat,
+    /// `RUST_LOG`: the log filter.
+    pub log_filter: String,
     /// `LEDGER_SCHEDULE`: when the maintenance job runs (cron with seconds)
     pub schedule: String,
     /// `UNKEY_ROOT_KEY` and friends; `None` when no root key is set (the Unkey routes then
@@ -68,9 +363,6 @@ pub struct Config {
     /// `STRIPE_SECRET_KEY`, `STRIPE_API_BASE`, `STRIPE_WEBHOOK_SECRET`, `STRIPE_METER_EVENT_NAME`:
     /// all optional; without them the Stripe routes answer `503 billing_unavailable`.
     pub stripe: crate::stripe::StripeSettings,
-    /// `LEDGER_PUBLIC_URL`: the base of the links the service hands out (customer portal
-    /// links), without a trailing slash; default `http://` and the listen address.
-    pub public_url: String,
     /// `LEDGER_WEBHOOK_DELIVERY`: whether this process runs the delivery worker (default true).
     /// Off, events and their deliveries are still recorded and wait for a process that delivers.
     pub webhook_delivery: bool,
@@ -82,6 +374,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("database_url", &crate::db::redact_url(&self.database_url))
             .field("listen", &self.listen)
+            .field("public_url", &self.public_url)
             .field("admin_tokens", &self.admin_tokens.len())
             .field("service_tokens", &self.service_tokens.len())
             .field("db_max_connections", &self.db_max_connections)
@@ -92,6 +385,7 @@ impl std::fmt::Debug for Config {
             .field("header_timeout", &self.header_timeout)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("log_format", &self.log_format)
+            .field("log_filter", &self.log_filter)
             .field("schedule", &self.schedule)
             .field(
                 "unkey_base_url",
@@ -99,7 +393,6 @@ impl std::fmt::Debug for Config {
             )
             .field("unkey_root_key", &self.unkey.as_ref().map(|_| "***"))
             .field("default_plan", &self.default_plan)
-            .field("public_url", &self.public_url)
             .field("key_cache", &self.key_cache)
             .field("webhook_retry", &self.webhook_retry)
             .field("webhook_poll", &self.webhook_poll)
@@ -110,21 +403,22 @@ impl std::fmt::Debug for Config {
     }
 }
 
+/// A setting that does not hold: `name` is its environment variable. Displayed as one line,
+/// e.g. `LEDGER_WRITERS must be a whole number from 1 to 64, got 'x'`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{name}: {reason}")]
+#[error("{name} {reason}")]
 pub struct ConfigError {
     pub name: &'static str,
     pub reason: String,
 }
 
-/// An absolute http(s) base URL without query or fragment, with no trailing slash.
-fn public_url(raw: &str) -> Option<String> {
-    let url = url::Url::parse(raw.trim()).ok()?;
-    let fits = matches!(url.scheme(), "http" | "https")
-        && url.host().is_some()
-        && url.query().is_none()
-        && url.fragment().is_none();
-    fits.then(|| url.as_str().trim_end_matches('/').to_owned())
+impl ConfigError {
+    fn new(name: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            name,
+            reason: reason.into(),
+        }
+    }
 }
 
 fn tokens(value: Option<String>) -> Vec<String> {
@@ -137,37 +431,95 @@ fn tokens(value: Option<String>) -> Vec<String> {
         .collect()
 }
 
-fn number<T: std::str::FromStr>(
-    name: &'static str,
-    value: Option<String>,
-    default: T,
-    valid: impl Fn(&T) -> bool,
-) -> Result<T, ConfigError> {
-    match value {
-        None => Ok(default),
-        Some(raw) => raw
-            .trim()
-            .parse::<T>()
-            .ok()
-            .filter(|v| valid(v))
-            .ok_or_else(|| ConfigError {
+/// An optional setting given as blank is not given.
+fn present(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+/// A whole number within `range`.
+fn whole<T>(name: &'static str, raw: &str, range: RangeInclusive<T>) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    raw.trim()
+        .parse::<T>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| {
+            ConfigError::new(
                 name,
-                reason: format!("{raw:?} is not a valid value"),
-            }),
+                format!(
+                    "must be a whole number from {} to {}, got '{raw}'",
+                    range.start(),
+                    range.end()
+                ),
+            )
+        })
+}
+
+fn millis(
+    name: &'static str,
+    raw: &str,
+    range: RangeInclusive<u64>,
+) -> Result<Duration, ConfigError> {
+    whole(name, raw, range).map(Duration::from_millis)
+}
+
+fn seconds(
+    name: &'static str,
+    raw: &str,
+    range: RangeInclusive<u64>,
+) -> Result<Duration, ConfigError> {
+    whole(name, raw, range).map(Duration::from_secs)
+}
+
+/// A boolean setting: `true`/`1` or `false`/`0`.
+fn flag(name: &'static str, raw: &str) -> Result<bool, ConfigError> {
+    match raw.trim() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(ConfigError::new(
+            name,
+            format!("must be true or false, got '{other}'"),
+        )),
     }
 }
 
-/// A boolean setting: `true`/`1` or `false`/`0`, `default` when unset.
-fn flag(name: &'static str, value: Option<String>, default: bool) -> Result<bool, ConfigError> {
-    match value.as_deref().map(str::trim) {
-        None => Ok(default),
-        Some("true") | Some("1") => Ok(true),
-        Some("false") | Some("0") => Ok(false),
-        Some(other) => Err(ConfigError {
-            name,
-            reason: format!("{other:?} is neither true nor false"),
-        }),
+/// An absolute http(s) URL with a host, as text without a trailing slash.
+fn http_url(raw: &str) -> Option<url::Url> {
+    url::Url::parse(raw.trim())
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+}
+
+/// `LEDGER_PUBLIC_URL`: links are made by appending paths to it, so it has no query, fragment
+/// or credentials, and no trailing slash.
+fn public_url(raw: Option<String>, listen: SocketAddr) -> Result<String, ConfigError> {
+    const NAME: &str = "LEDGER_PUBLIC_URL";
+    let Some(raw) = present(raw) else {
+        return Ok(format!("http://{listen}"));
+    };
+    let url = http_url(&raw).ok_or_else(|| {
+        ConfigError::new(
+            NAME,
+            format!(
+                "must be an absolute http(s) URL such as https://ledger.example.com, got '{raw}'"
+            ),
+        )
+    })?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::new(
+            NAME,
+            format!("must have no query (?) or fragment (#): links are made by appending paths to it, got '{raw}'"),
+        ));
     }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError::new(
+            NAME,
+            "must not carry credentials: it is shown to customers in links",
+        ));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 /// Time kept, beyond two statement timeouts, between a write's batch beginning and the request's
@@ -184,233 +536,179 @@ impl Config {
             .saturating_sub(self.db_timeouts.statement * 2 + WRITE_SLACK)
     }
 
-    /// Reads the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    /// Reads configuration through `lookup` (environment variable name → value) and nothing
+    /// else, so tests need not touch the process environment: the values found become the
+    /// command line clap reads, with its reading of the environment turned off.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let command = Settings::augment_args(clap::Command::new("credit-ledger"))
+            .no_binary_name(true)
+            .mut_args(|arg| arg.env(None::<&'static str>));
+        let mut args = Vec::new();
+        for (long, env) in setting_names() {
+            if let Some(value) = lookup(&env).filter(|v| !v.is_empty()) {
+                args.push(format!("--{long}={value}"));
+            }
+        }
+        let settings = command
+            .try_get_matches_from(args)
+            .and_then(|matches| Settings::from_arg_matches(&matches))
+            .map_err(|e| ConfigError::new("settings", e.to_string()))?;
+        Self::from_settings(settings)
     }
 
-    /// Reads configuration through `lookup`, so tests need not touch the process environment.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let listen_raw = lookup("LEDGER_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        let listen = listen_raw.parse().map_err(|_| ConfigError {
-            name: "LEDGER_LISTEN",
-            reason: format!("{listen_raw:?} is not an address like 127.0.0.1:8080"),
+    /// Checks the settings as given and makes them a configuration.
+    pub fn from_settings(s: Settings) -> Result<Self, ConfigError> {
+        let listen: SocketAddr = s.listen.trim().parse().map_err(|_| {
+            ConfigError::new(
+                "LEDGER_LISTEN",
+                format!(
+                    "must be an address such as 127.0.0.1:8080, got '{}'",
+                    s.listen
+                ),
+            )
         })?;
-        let log_format = match lookup("LEDGER_LOG_FORMAT").as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => {
-                return Err(ConfigError {
-                    name: "LEDGER_LOG_FORMAT",
-                    reason: format!("{other:?} is neither text nor json"),
-                })
+        let log_format = match s.log_format.trim() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::new(
+                    "LEDGER_LOG_FORMAT",
+                    format!("must be text or json, got '{other}'"),
+                ))
             }
         };
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&s.log_filter) {
+            return Err(ConfigError::new(
+                "RUST_LOG",
+                format!(
+                    "must be a log filter such as info,sqlx=warn ({err}), got '{}'",
+                    s.log_filter
+                ),
+            ));
+        }
         let config = Config {
-            database_url: lookup("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            database_url: s.database_url,
+            public_url: public_url(s.public_url, listen)?,
             listen,
-            admin_tokens: tokens(lookup("LEDGER_ADMIN_TOKENS")),
-            service_tokens: tokens(lookup("LEDGER_SERVICE_TOKENS")),
-            db_max_connections: number(
-                "LEDGER_DB_MAX_CONNECTIONS",
-                lookup("LEDGER_DB_MAX_CONNECTIONS"),
-                20,
-                |n| (1..=1000).contains(n),
-            )?,
+            admin_tokens: tokens(s.admin_tokens),
+            service_tokens: tokens(s.service_tokens),
+            db_max_connections: whole("LEDGER_DB_MAX_CONNECTIONS", &s.db_max_connections, 1..=1000)?,
             db_timeouts: crate::db::Timeouts {
-                lock: Duration::from_millis(number(
-                    "LEDGER_DB_LOCK_TIMEOUT_MS",
-                    lookup("LEDGER_DB_LOCK_TIMEOUT_MS"),
-                    2000,
-                    |n| (10..=600_000).contains(n),
-                )?),
-                statement: Duration::from_millis(number(
+                lock: millis("LEDGER_DB_LOCK_TIMEOUT_MS", &s.db_lock_timeout_ms, 10..=600_000)?,
+                statement: millis(
                     "LEDGER_DB_STATEMENT_TIMEOUT_MS",
-                    lookup("LEDGER_DB_STATEMENT_TIMEOUT_MS"),
-                    10_000,
-                    |n| (100..=3_600_000).contains(n),
-                )?),
+                    &s.db_statement_timeout_ms,
+                    100..=3_600_000,
+                )?,
             },
-            writers: number("LEDGER_WRITERS", lookup("LEDGER_WRITERS"), 2, |n| {
-                (1..=64).contains(n)
-            })?,
-            write_batch: number(
-                "LEDGER_WRITE_BATCH",
-                lookup("LEDGER_WRITE_BATCH"),
-                256,
-                |n| (1..=10_000).contains(n),
-            )?,
-            request_timeout: Duration::from_secs(number(
-                "LEDGER_REQUEST_TIMEOUT_SECS",
-                lookup("LEDGER_REQUEST_TIMEOUT_SECS"),
-                30,
-                |n| (1..=3600).contains(n),
-            )?),
-            header_timeout: Duration::from_secs(number(
-                "LEDGER_HEADER_TIMEOUT_SECS",
-                lookup("LEDGER_HEADER_TIMEOUT_SECS"),
-                10,
-                |n| (1..=300).contains(n),
-            )?),
-            shutdown_grace: Duration::from_secs(number(
-                "LEDGER_SHUTDOWN_GRACE_SECS",
-                lookup("LEDGER_SHUTDOWN_GRACE_SECS"),
-                10,
-                |n| (1..=600).contains(n),
-            )?),
+            writers: whole("LEDGER_WRITERS", &s.writers, 1..=64)?,
+            write_batch: whole("LEDGER_WRITE_BATCH", &s.write_batch, 1..=10_000)?,
+            request_timeout: seconds("LEDGER_REQUEST_TIMEOUT_SECS", &s.request_timeout_secs, 1..=3600)?,
+            header_timeout: seconds("LEDGER_HEADER_TIMEOUT_SECS", &s.header_timeout_secs, 1..=300)?,
+            shutdown_grace: seconds("LEDGER_SHUTDOWN_GRACE_SECS", &s.shutdown_grace_secs, 1..=600)?,
             log_format,
-            schedule: lookup("LEDGER_SCHEDULE").unwrap_or_else(|| DEFAULT_SCHEDULE.to_owned()),
-            unkey: match lookup("UNKEY_ROOT_KEY") {
+            log_filter: s.log_filter,
+            schedule: s.schedule,
+            unkey: match present(s.unkey_root_key) {
                 None => None,
                 Some(root_key) => Some(UnkeySettings {
-                    base_url: lookup("UNKEY_BASE_URL")
-                        .unwrap_or_else(|| DEFAULT_UNKEY_BASE_URL.to_owned()),
+                    base_url: s.unkey_base_url,
                     root_key,
-                    connect_timeout: Duration::from_millis(number(
+                    connect_timeout: millis(
                         "UNKEY_CONNECT_TIMEOUT_MS",
-                        lookup("UNKEY_CONNECT_TIMEOUT_MS"),
-                        1000,
-                        |n| (10..=10_000).contains(n),
-                    )?),
-                    timeout: Duration::from_millis(number(
-                        "UNKEY_TIMEOUT_MS",
-                        lookup("UNKEY_TIMEOUT_MS"),
-                        2000,
-                        |n| (10..=10_000).contains(n),
-                    )?),
-                    retries: number("UNKEY_RETRIES", lookup("UNKEY_RETRIES"), 1, |n| {
-                        (0..=3).contains(n)
-                    })?,
-                    budget: Duration::from_millis(number(
-                        "UNKEY_BUDGET_MS",
-                        lookup("UNKEY_BUDGET_MS"),
-                        5000,
-                        |n| (10..=30_000).contains(n),
-                    )?),
+                        &s.unkey_connect_timeout_ms,
+                        10..=10_000,
+                    )?,
+                    timeout: millis("UNKEY_TIMEOUT_MS", &s.unkey_timeout_ms, 10..=10_000)?,
+                    retries: whole("UNKEY_RETRIES", &s.unkey_retries, 0..=3)?,
+                    budget: millis("UNKEY_BUDGET_MS", &s.unkey_budget_ms, 10..=30_000)?,
                 }),
             },
-            default_plan: lookup("LEDGER_DEFAULT_PLAN"),
-            public_url: match lookup("LEDGER_PUBLIC_URL") {
-                None => format!("http://{listen}"),
-                Some(raw) => public_url(&raw).ok_or_else(|| ConfigError {
-                    name: "LEDGER_PUBLIC_URL",
-                    reason: format!(
-                        "must be an absolute http(s) URL without a query or fragment, such as https://ledger.example.com, got '{raw}'"
-                    ),
-                })?,
-            },
+            default_plan: present(s.default_plan),
             webhook_allow_private: flag(
                 "LEDGER_WEBHOOK_ALLOW_PRIVATE_NETWORKS",
-                lookup("LEDGER_WEBHOOK_ALLOW_PRIVATE_NETWORKS"),
-                false,
+                &s.webhook_allow_private_networks,
             )?,
-            secrets_key: lookup("LEDGER_SECRETS_KEY")
-                .filter(|raw| !raw.trim().is_empty())
+            secrets_key: present(s.secrets_key)
                 .map(|raw| {
-                    crate::webhooks::sealed::SecretKeys::parse(&raw).map_err(|reason| {
-                        ConfigError {
-                            name: "LEDGER_SECRETS_KEY",
-                            reason,
-                        }
-                    })
+                    crate::webhooks::sealed::SecretKeys::parse(&raw)
+                        .map_err(|reason| ConfigError::new("LEDGER_SECRETS_KEY", format!("is not usable: {reason}")))
                 })
                 .transpose()?,
             stripe: crate::stripe::StripeSettings {
-                secret_key: lookup("STRIPE_SECRET_KEY").filter(|k| !k.trim().is_empty()),
-                api_base: match lookup("STRIPE_API_BASE") {
-                    None => crate::stripe::DEFAULT_API_BASE.to_owned(),
-                    Some(raw) => reqwest::Url::parse(&raw)
-                        .ok()
-                        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-                        .map(|_| raw.trim_end_matches('/').to_owned())
-                        .ok_or_else(|| ConfigError {
-                            name: "STRIPE_API_BASE",
-                            reason: format!("{raw:?} is not an http(s) URL"),
-                        })?,
-                },
-                webhook_secret: lookup("STRIPE_WEBHOOK_SECRET").filter(|k| !k.trim().is_empty()),
-                timeout: Duration::from_millis(number(
-                    "STRIPE_TIMEOUT_MS",
-                    lookup("STRIPE_TIMEOUT_MS"),
-                    20_000,
-                    |n| (100..=120_000).contains(n),
-                )?),
-                meter_event_name: match lookup("STRIPE_METER_EVENT_NAME") {
-                    None => crate::stripe::DEFAULT_METER_EVENT_NAME.to_owned(),
-                    Some(name)
-                        if !name.is_empty()
-                            && name.len() <= 100
-                            && name
-                                .bytes()
-                                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+                secret_key: present(s.stripe_secret_key),
+                api_base: http_url(&s.stripe_api_base)
+                    .map(|_| s.stripe_api_base.trim().trim_end_matches('/').to_owned())
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            "STRIPE_API_BASE",
+                            format!("must be an absolute http(s) URL, got '{}'", s.stripe_api_base),
+                        )
+                    })?,
+                webhook_secret: present(s.stripe_webhook_secret),
+                timeout: millis("STRIPE_TIMEOUT_MS", &s.stripe_timeout_ms, 100..=120_000)?,
+                meter_event_name: {
+                    let name = s.stripe_meter_event_name;
+                    if !name.is_empty()
+                        && name.len() <= 100
+                        && name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
                     {
                         name
-                    }
-                    Some(name) => {
-                        return Err(ConfigError {
-                            name: "STRIPE_METER_EVENT_NAME",
-                            reason: format!(
-                                "{name:?} is not 1 to 100 letters, digits, '_' or '-'"
-                            ),
-                        })
+                    } else {
+                        return Err(ConfigError::new(
+                            "STRIPE_METER_EVENT_NAME",
+                            format!("must be 1 to 100 letters, digits, '_' or '-', got '{name}'"),
+                        ));
                     }
                 },
             },
-            webhook_delivery: flag(
-                "LEDGER_WEBHOOK_DELIVERY",
-                lookup("LEDGER_WEBHOOK_DELIVERY"),
-                true,
-            )?,
-            webhook_retry: match lookup("LEDGER_WEBHOOK_RETRY_SECONDS") {
-                None => crate::webhooks::DEFAULT_RETRY_SECONDS
-                    .iter()
-                    .map(|s| Duration::from_secs(*s))
-                    .collect(),
-                Some(raw) => raw
-                    .split(',')
-                    .map(|s| {
-                        s.trim()
-                            .parse::<u64>()
-                            .ok()
-                            .filter(|n| (1..=7 * 86_400).contains(n))
-                    })
-                    .collect::<Option<Vec<u64>>>()
-                    .filter(|list| !list.is_empty() && list.len() <= 50)
-                    .ok_or_else(|| ConfigError {
-                        name: "LEDGER_WEBHOOK_RETRY_SECONDS",
-                        reason: format!(
-                            "{raw:?} is not a comma-separated list of 1 to 50 delays of 1 to 604800 seconds"
+            webhook_delivery: flag("LEDGER_WEBHOOK_DELIVERY", &s.webhook_delivery)?,
+            webhook_retry: s
+                .webhook_retry_seconds
+                .split(',')
+                .map(|n| n.trim().parse::<u64>().ok().filter(|n| (1..=7 * 86_400).contains(n)))
+                .collect::<Option<Vec<u64>>>()
+                .filter(|list| !list.is_empty() && list.len() <= 50)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "LEDGER_WEBHOOK_RETRY_SECONDS",
+                        format!(
+                            "must be a comma-separated list of 1 to 50 delays of 1 to 604800 seconds, got '{}'",
+                            s.webhook_retry_seconds
                         ),
-                    })?
-                    .into_iter()
-                    .map(Duration::from_secs)
-                    .collect(),
-            },
-            webhook_poll: Duration::from_millis(number(
-                "LEDGER_WEBHOOK_POLL_MS",
-                lookup("LEDGER_WEBHOOK_POLL_MS"),
-                1000,
-                |n| (10..=60_000).contains(n),
-            )?),
-            key_cache: Duration::from_secs(number(
-                "LEDGER_KEY_CACHE_SECS",
-                lookup("LEDGER_KEY_CACHE_SECS"),
-                10,
-                |n| (0..=30).contains(n),
-            )?),
+                    )
+                })?
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            webhook_poll: millis("LEDGER_WEBHOOK_POLL_MS", &s.webhook_poll_ms, 10..=60_000)?,
+            key_cache: seconds("LEDGER_KEY_CACHE_SECS", &s.key_cache_secs, 0..=30)?,
         };
         if config.write_start_within().is_zero() {
-            return Err(ConfigError {
-                name: "LEDGER_REQUEST_TIMEOUT_SECS",
-                reason: format!(
-                    "{} s leaves no time to begin a write: it must exceed twice LEDGER_DB_STATEMENT_TIMEOUT_MS ({} ms) by more than a second",
+            return Err(ConfigError::new(
+                "LEDGER_REQUEST_TIMEOUT_SECS",
+                format!(
+                    "({} s) leaves no time to begin a write: it must exceed twice LEDGER_DB_STATEMENT_TIMEOUT_MS ({} ms) by more than a second",
                     config.request_timeout.as_secs(),
                     config.db_timeouts.statement.as_millis()
                 ),
-            });
+            ));
         }
         Ok(config)
     }
+}
+
+/// Every setting as (flag without `--`, environment variable), in the order `--help` lists them.
+pub fn setting_names() -> Vec<(String, String)> {
+    Settings::augment_args(clap::Command::new("credit-ledger"))
+        .get_arguments()
+        .filter_map(|arg| {
+            let env = arg.get_env()?.to_str()?.to_owned();
+            Some((arg.get_long()?.to_owned(), env))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -424,22 +722,6 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::from_lookup(|name| map.get(name).cloned())
-    }
-
-    #[test]
-    fn the_public_url_defaults_to_the_listen_address_and_must_be_a_plain_base_url() {
-        assert_eq!(parse(&[]).unwrap().public_url, "http://127.0.0.1:8080");
-        let set = parse(&[("LEDGER_PUBLIC_URL", "https://ledger.example.com/base/")]).unwrap();
-        assert_eq!(set.public_url, "https://ledger.example.com/base");
-        for bad in [
-            "ledger.example.com",
-            "ftp://x.example",
-            "https://x.example/?a=1",
-            "https://x.example/#f",
-        ] {
-            let err = parse(&[("LEDGER_PUBLIC_URL", bad)]).unwrap_err();
-            assert_eq!(err.name, "LEDGER_PUBLIC_URL", "{bad}");
-        }
     }
 
     #[test]
@@ -463,7 +745,9 @@ mod tests {
             (Duration::from_secs(10), Duration::from_secs(10))
         );
         assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(config.log_filter, DEFAULT_LOG_FILTER);
         assert_eq!(config.schedule, DEFAULT_SCHEDULE);
+        assert_eq!(config.public_url, "http://127.0.0.1:8080");
         assert!(config.unkey.is_none());
         assert_eq!(config.key_cache, Duration::from_secs(10));
         assert_eq!(config.webhook_retry.len(), 9);
@@ -512,11 +796,9 @@ mod tests {
                 .webhook_allow_private
         );
         let err = parse(&[("LEDGER_WEBHOOK_DELIVERY", "off")]).unwrap_err();
-        assert_eq!(err.name, "LEDGER_WEBHOOK_DELIVERY");
-        assert!(
-            err.reason.contains("neither true nor false"),
-            "{}",
-            err.reason
+        assert_eq!(
+            err.to_string(),
+            "LEDGER_WEBHOOK_DELIVERY must be true or false, got 'off'"
         );
     }
 
@@ -564,6 +846,118 @@ mod tests {
             parse(&[("LEDGER_LOG_FORMAT", "xml")]).unwrap_err().name,
             "LEDGER_LOG_FORMAT"
         );
+        assert_eq!(
+            parse(&[("RUST_LOG", "info,[")]).unwrap_err().name,
+            "RUST_LOG"
+        );
+    }
+
+    #[test]
+    fn an_error_says_what_the_setting_must_be_and_what_it_got() {
+        assert_eq!(
+            parse(&[("LEDGER_WRITERS", "x")]).unwrap_err().to_string(),
+            "LEDGER_WRITERS must be a whole number from 1 to 64, got 'x'"
+        );
+        assert_eq!(
+            parse(&[("LEDGER_WRITERS", "65")]).unwrap_err().to_string(),
+            "LEDGER_WRITERS must be a whole number from 1 to 64, got '65'"
+        );
+        assert_eq!(
+            parse(&[("LEDGER_LISTEN", "nowhere")])
+                .unwrap_err()
+                .to_string(),
+            "LEDGER_LISTEN must be an address such as 127.0.0.1:8080, got 'nowhere'"
+        );
+    }
+
+    #[test]
+    fn the_public_url_defaults_to_the_listen_address_and_must_be_a_plain_http_url() {
+        assert_eq!(
+            parse(&[("LEDGER_LISTEN", "0.0.0.0:9000")])
+                .unwrap()
+                .public_url,
+            "http://0.0.0.0:9000"
+        );
+        for (given, kept) in [
+            ("https://ledger.example.com/", "https://ledger.example.com"),
+            ("https://example.com/ledger/", "https://example.com/ledger"),
+            ("http://10.0.0.5:8080", "http://10.0.0.5:8080"),
+        ] {
+            assert_eq!(
+                parse(&[("LEDGER_PUBLIC_URL", given)]).unwrap().public_url,
+                kept
+            );
+        }
+        for bad in [
+            "ledger.example.com",
+            "/portal",
+            "ftp://example.com",
+            "https://example.com/?a=1",
+            "https://example.com/#top",
+            "https://user:pw@example.com",
+        ] {
+            let err = parse(&[("LEDGER_PUBLIC_URL", bad)]).unwrap_err();
+            assert_eq!(err.name, "LEDGER_PUBLIC_URL", "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_default_retry_delays_are_the_webhook_workers_own() {
+        let config = parse(&[]).unwrap();
+        let seconds: Vec<u64> = config.webhook_retry.iter().map(Duration::as_secs).collect();
+        assert_eq!(seconds, crate::webhooks::DEFAULT_RETRY_SECONDS);
+    }
+
+    /// The rows of README.md's settings table: (variable, default as written).
+    fn readme_settings() -> Vec<(String, String)> {
+        let readme = include_str!("../README.md");
+        let table = readme
+            .split("## Configuration")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("README has a Configuration section");
+        table
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split(" | ").collect();
+                let name = cells.first()?.strip_prefix("| `")?.strip_suffix('`')?;
+                let default = cells.get(1)?.trim();
+                let default = default
+                    .strip_prefix('`')
+                    .and_then(|d| d.strip_suffix('`'))
+                    .unwrap_or(default);
+                Some((name.to_owned(), default.to_owned()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_lists_every_setting_with_its_default_and_nothing_else() {
+        let command = Settings::augment_args(clap::Command::new("credit-ledger"));
+        let settings: Vec<(String, String)> = command
+            .get_arguments()
+            .filter_map(|arg| {
+                let env = arg.get_env()?.to_str()?.to_owned();
+                let default = match arg.get_default_values() {
+                    [] => "(none)".to_owned(),
+                    [one] => one.to_str()?.to_owned(),
+                    _ => return None,
+                };
+                Some((env, default))
+            })
+            .collect();
+        let mut readme = readme_settings();
+        readme.sort();
+        let mut ours = settings.clone();
+        ours.sort();
+        // LEDGER_PUBLIC_URL's default is derived from LEDGER_LISTEN; the README says how.
+        for (name, default) in &mut readme {
+            if name == "LEDGER_PUBLIC_URL" {
+                assert!(default.contains("LEDGER_LISTEN"), "{default}");
+                *default = "(none)".to_owned();
+            }
+        }
+        assert_eq!(readme, ours);
     }
 
     #[test]

@@ -2,39 +2,57 @@ use std::collections::BTreeSet;
 use std::process::ExitCode;
 
 use chrono::Utc;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use credit_ledger::app::{self, AppState};
-use credit_ledger::config::{Config, LogFormat};
+use credit_ledger::config::{Config, LogFormat, Settings};
 use credit_ledger::{audit, db, ledger::Clock, scheduler};
 
 /// credit-ledger: credits, allowances and packs for API keys, on PostgreSQL.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    after_help = "Settings are environment variables, or flags of serve, migrate and audit: \
+                  `credit-ledger serve --help` lists them with their defaults."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+/// Each command that touches the database takes every setting, as a flag or its environment
+/// variable (`--help` lists them with their defaults).
 #[derive(Subcommand)]
 enum Command {
     /// Create the database if missing, apply migrations and serve the HTTP API.
-    Serve,
+    Serve(Box<Settings>),
     /// Apply migrations and exit.
-    Migrate,
+    Migrate(Box<Settings>),
     /// Check every ledger invariant on the live database; exit 1 on any violation.
-    Audit,
+    Audit(Box<Settings>),
     /// Print the OpenAPI description of the HTTP API.
     Openapi,
+    /// Print a shell completion script for bash, zsh, fish, powershell or elvish.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,sqlx=warn,tower_http=info,tokio_cron_scheduler=warn")
-    });
+/// What a command that touches the database does once its settings are checked.
+enum Task {
+    Serve,
+    Migrate,
+    Audit,
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    // The filter was checked with the rest of the configuration.
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     // Logs go to stderr: stdout carries command output (audit, openapi). Colours only for a
     // terminal: a file or a pipe gets plain text.
     let builder = tracing_subscriber::fmt()
@@ -49,20 +67,30 @@ fn init_logging(format: LogFormat) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Command::Openapi = cli.command {
-        write_stdout(credit_ledger::OPENAPI_YAML);
-        return ExitCode::SUCCESS;
-    }
-    let config = match Config::from_env() {
+    let (task, settings) = match Cli::parse().command {
+        Command::Openapi => {
+            write_stdout(credit_ledger::OPENAPI_YAML);
+            return ExitCode::SUCCESS;
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "credit-ledger", &mut script);
+            write_stdout(&String::from_utf8_lossy(&script));
+            return ExitCode::SUCCESS;
+        }
+        Command::Serve(settings) => (Task::Serve, settings),
+        Command::Migrate(settings) => (Task::Migrate, settings),
+        Command::Audit(settings) => (Task::Audit, settings),
+    };
+    let config = match Config::from_settings(*settings) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("error: {err}");
             return ExitCode::FAILURE;
         }
     };
-    init_logging(config.log_format);
-    match run(cli.command, config).await {
+    init_logging(config.log_format, &config.log_filter);
+    match run(task, config).await {
         Ok(code) => code,
         Err(message) => {
             eprintln!("error: {message}");
@@ -71,7 +99,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command, config: Config) -> Result<ExitCode, String> {
+async fn run(task: Task, config: Config) -> Result<ExitCode, String> {
     // Migrations and the audit run without the serving pool's statement timeout.
     let pool = db::connect(&config.database_url, config.db_max_connections, None)
         .await
@@ -80,9 +108,9 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, String> {
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!("database ready: migrations applied");
-    match command {
-        Command::Migrate => Ok(ExitCode::SUCCESS),
-        Command::Serve => {
+    match task {
+        Task::Migrate => Ok(ExitCode::SUCCESS),
+        Task::Serve => {
             pool.close().await;
             let pool = db::open_pool(
                 &config.database_url,
@@ -93,8 +121,7 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, String> {
             .map_err(|e| e.to_string())?;
             serve(config, pool).await.map(|()| ExitCode::SUCCESS)
         }
-        Command::Audit => audit(pool).await,
-        Command::Openapi => Ok(ExitCode::SUCCESS),
+        Task::Audit => audit(pool).await,
     }
 }
 

@@ -40,6 +40,106 @@ fn a_bad_setting_is_a_one_line_error_naming_it() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("LEDGER_LISTEN"), "{stderr}");
+    let output = binary()
+        .arg("migrate")
+        .env("LEDGER_WRITERS", "x")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(output.stderr).unwrap(),
+        "error: LEDGER_WRITERS must be a whole number from 1 to 64, got 'x'\n"
+    );
+}
+
+/// The variables of README.md's settings table.
+fn readme_settings() -> Vec<String> {
+    let readme = include_str!("../../README.md");
+    let section = readme.split("## Configuration").nth(1).unwrap();
+    let table = section.split("\n## ").next().unwrap();
+    let names: Vec<String> = table
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `")?.split('`').next())
+        .map(str::to_owned)
+        .collect();
+    assert!(names.len() > 30, "the settings table: {names:?}");
+    names
+}
+
+#[test]
+fn help_of_each_command_that_reads_settings_names_every_setting_of_the_readme() {
+    for command in ["serve", "migrate", "audit"] {
+        let output = binary().args([command, "--help"]).output().unwrap();
+        assert!(output.status.success(), "{command} --help");
+        let help = String::from_utf8(output.stdout).unwrap();
+        for name in readme_settings() {
+            assert!(
+                help.contains(&format!("[env: {name}")),
+                "{command} --help names {name}:\n{help}"
+            );
+        }
+        assert!(
+            help.contains("[default: 127.0.0.1:8080]"),
+            "defaults are shown:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn help_shows_ordinary_values_from_the_environment_but_never_secrets() {
+    let output = binary()
+        .args(["serve", "--help"])
+        .env("LEDGER_WRITERS", "7")
+        .env("DATABASE_URL", "postgres://app:db-pass-1@db/ledger")
+        .env("LEDGER_ADMIN_TOKENS", "admin-tok-1")
+        .env("LEDGER_SERVICE_TOKENS", "service-tok-1")
+        .env("UNKEY_ROOT_KEY", "unkey-root-1")
+        .env("LEDGER_SECRETS_KEY", "sealing-key-1")
+        .env("STRIPE_SECRET_KEY", "sk_test_1")
+        .env("STRIPE_WEBHOOK_SECRET", "whsec_1")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    assert!(help.contains("[env: LEDGER_WRITERS=7]"), "{help}");
+    for secret in [
+        "db-pass-1",
+        "admin-tok-1",
+        "service-tok-1",
+        "unkey-root-1",
+        "sealing-key-1",
+        "sk_test_1",
+        "whsec_1",
+    ] {
+        assert!(!help.contains(secret), "{secret} shown:\n{help}");
+    }
+}
+
+#[test]
+fn a_flag_sets_a_setting_as_its_environment_variable_does() {
+    let output = binary()
+        .args(["migrate", "--writers", "0"])
+        .env("LEDGER_WRITERS", "4")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("LEDGER_WRITERS") && stderr.contains("got '0'"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn openapi_needs_no_setting_even_when_one_is_bad() {
+    let output = binary()
+        .arg("openapi")
+        .env("LEDGER_WRITERS", "x")
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(output.stdout.starts_with(b"openapi: 3.1.0"));
 }
 
 async fn with_fresh_database_name(test: impl AsyncFnOnce(String)) {
@@ -184,4 +284,47 @@ async fn logs_into_a_file_are_plain_and_json_logs_carry_numbers() {
         }
     })
     .await;
+}
+
+#[test]
+fn completions_print_a_script_for_each_shell_that_knows_the_commands_and_flags() {
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        // No setting is needed, even a bad one.
+        let output = binary()
+            .args(["completions", shell])
+            .env("LEDGER_WRITERS", "x")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{shell}: {output:?}");
+        let script = String::from_utf8(output.stdout).unwrap();
+        for word in ["serve", "migrate", "audit", "openapi", "completions"] {
+            assert!(script.contains(word), "{shell} completes {word}");
+        }
+        assert!(script.contains("database-url"), "{shell} completes flags");
+    }
+    let unknown = binary().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+}
+
+#[test]
+fn the_bash_completion_script_is_valid_bash() {
+    let script = binary().args(["completions", "bash"]).output().unwrap();
+    let path = std::env::temp_dir().join(format!("cl-completion-{}.bash", uuid::Uuid::new_v4()));
+    std::fs::write(&path, &script.stdout).unwrap();
+    // `bash -n` parses without running; then sourcing registers the completion function.
+    let checked = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "bash -n {0} && source {0} && complete -p credit-ledger",
+            path.display()
+        ))
+        .output();
+    let _ = std::fs::remove_file(&path);
+    let checked = checked.unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(String::from_utf8_lossy(&checked.stdout).contains("credit-ledger"));
 }

@@ -56,7 +56,7 @@ pub(crate) fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct AccountBody {
     plan: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::strict::timestamp")]
     billing_anchor: Option<DateTime<Utc>>,
     /// Absent keeps the current value; `null` clears it.
     #[serde(default, deserialize_with = "crate::ledger::types::present")]

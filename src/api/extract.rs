@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::strict::{Checked, Strict};
+use super::strict::{Checked, ShapeError, Source, Strict};
 use crate::error::ApiError;
 
 /// The largest request body the API reads.
@@ -109,7 +109,7 @@ fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<AppJson<T>, ApiError>
     let raw = match serde_path_to_error::deserialize(&mut reader) {
         Ok(Checked(raw)) => raw,
         // Well-formed JSON holding something no request may: a NUL, a key given twice.
-        Err(err) if err.inner().is_data() => return Err(shape_error(err)),
+        Err(err) if err.inner().is_data() => return Err(checked_error(err)),
         Err(err) => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -132,11 +132,40 @@ fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<AppJson<T>, ApiError>
 /// Deserializes a JSON value into `T`, naming the field that did not fit. A struct is read only
 /// from an object, and an integer also from a whole float (`652.0`).
 pub fn parse_value<T: DeserializeOwned>(raw: &Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(Strict(raw)).map_err(shape_error)
+    serde_path_to_error::deserialize(Strict::json(raw)).map_err(|err| {
+        shape_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            Source::Body,
+            err,
+        )
+    })
 }
 
-/// A 422 naming the field where `err` happened.
-fn shape_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+/// A 4xx naming the field (or parameter) where `err` happened and saying what it must be:
+/// `{"field": "quantity", "reason": "must be a whole number, got 1.5"}`.
+fn shape_error(
+    status: StatusCode,
+    code: &'static str,
+    source: Source,
+    err: serde_path_to_error::Error<ShapeError>,
+) -> ApiError {
+    let field = err.inner().field(&err.path().to_string());
+    let reason = err.inner().reason(source);
+    invalid(status, code, field, reason)
+}
+
+fn invalid(status: StatusCode, code: &'static str, field: String, reason: String) -> ApiError {
+    let message = if field == "." {
+        format!("the body {reason}")
+    } else {
+        format!("{field} {reason}")
+    };
+    ApiError::new(status, code, message).with_details(json!({"field": field, "reason": reason}))
+}
+
+/// A 422 for what `Checked` refuses in the text (a NUL, a key given twice), naming the field.
+fn checked_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     let position = format!(
         " at line {} column {}",
         err.inner().line(),
@@ -144,26 +173,13 @@ fn shape_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     );
     let inner = err.inner().to_string();
     // The field is named; where it sits in the text adds nothing.
-    let inner = inner.strip_suffix(&position).unwrap_or(&inner).to_owned();
-    let mut field = err.path().to_string();
-    // A missing field is reported at its parent; name the field itself.
-    if let Some(name) = inner
-        .strip_prefix("missing field `")
-        .and_then(|rest| rest.split('`').next())
-    {
-        field = if field == "." {
-            name.to_owned()
-        } else {
-            format!("{field}.{name}")
-        };
-    }
-    let message = if field == "." {
-        format!("the request body does not fit: {inner}")
-    } else {
-        format!("{field}: {inner}")
-    };
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
-        .with_details(json!({"field": field, "reason": inner}))
+    let reason = inner.strip_suffix(&position).unwrap_or(&inner).to_owned();
+    invalid(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+        err.path().to_string(),
+        reason,
+    )
 }
 
 /// Path parameters with our error shape.
@@ -203,16 +219,33 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        axum::extract::Query::<T>::try_from_uri(&parts.uri)
-            .map(|axum::extract::Query(value)| AppQuery(value))
-            .map_err(|rejection| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_query",
-                    format!("the query string is not valid: {}", rejection.body_text()),
-                )
-            })
+        parse_query(parts.uri.query().unwrap_or_default()).map(AppQuery)
     }
+}
+
+/// Reads a query string into `T`: a `400 invalid_query` naming the parameter otherwise.
+pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let refuse = |field: &str, reason: &str| {
+        invalid(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            field.to_owned(),
+            reason.to_owned(),
+        )
+    };
+    let mut params = serde_json::Map::new();
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        if params.contains_key(name.as_ref()) {
+            return Err(refuse(&name, "is given twice; give each parameter once"));
+        }
+        if name.contains('\0') || value.contains('\0') {
+            return Err(refuse(&name, "contains a NUL character (%00)"));
+        }
+        params.insert(name.into_owned(), Value::String(value.into_owned()));
+    }
+    let params = Value::Object(params);
+    serde_path_to_error::deserialize(Strict::text(&params))
+        .map_err(|err| shape_error(StatusCode::BAD_REQUEST, "invalid_query", Source::Query, err))
 }
 
 /// The `Idempotency-Key` header, if sent: 1 to 255 visible ASCII characters.

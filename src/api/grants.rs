@@ -35,7 +35,9 @@ pub struct GrantBody {
     kind: Option<Option<String>>,
     #[serde(default, deserialize_with = "crate::ledger::types::present")]
     amount: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "super::strict::timestamp")]
     expires_at: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "super::strict::timestamp")]
     effective_at: Option<DateTime<Utc>>,
     priority: Option<i32>,
     metadata: Option<Value>,

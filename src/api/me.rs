@@ -82,7 +82,9 @@ pub async fn my_entries(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UsageParams {
+    #[serde(default, deserialize_with = "super::strict::timestamp")]
     from: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "super::strict::timestamp")]
     to: Option<DateTime<Utc>>,
     interval: Option<UsageInterval>,
     group_by: Option<UsageGroup>,

@@ -390,3 +390,232 @@ async fn metadata_numbers_at_the_ends_of_the_float_range_read_back_unchanged() {
         .await
         .assert_status(201);
 }
+
+/// Words of serde's own messages that a caller should never have to read.
+const JARGON: [&str; 12] = [
+    "invalid type",
+    "invalid value",
+    "invalid length",
+    "expected",
+    "struct ",
+    "i64",
+    "i32",
+    "premature end",
+    "variant",
+    "missing field",
+    "borrowed",
+    "Failed to deserialize",
+];
+
+/// A refused request: method, path, body (none for a GET), status, field, message.
+type Refusal = (
+    Method,
+    &'static str,
+    Option<serde_json::Value>,
+    u16,
+    &'static str,
+    &'static str,
+);
+
+#[tokio::test]
+async fn refused_bodies_and_queries_are_explained_in_plain_words() {
+    let app = spawn_app().await;
+    ready(&app).await;
+    let before = app.snapshot().await;
+    let cases: Vec<Refusal> = vec![
+        (
+            Method::POST,
+            "/v1/accounts/key_1/debits",
+            Some(json!({"operation": "search", "quantity": 1.5})),
+            422,
+            "quantity",
+            "quantity must be a whole number, got 1.5",
+        ),
+        (
+            Method::POST,
+            "/v1/accounts/key_1/debits",
+            Some(json!({"operation": "search", "dry_run": "yes"})),
+            422,
+            "dry_run",
+            "dry_run must be true or false, got 'yes'",
+        ),
+        (
+            Method::POST,
+            "/v1/accounts/key_1/debits",
+            Some(json!({"operation": 7})),
+            422,
+            "operation",
+            "operation must be a string, got 7",
+        ),
+        (
+            Method::POST,
+            "/v1/accounts/key_1/debits",
+            Some(json!([])),
+            422,
+            ".",
+            "the body must be a JSON object, got an array",
+        ),
+        (
+            Method::POST,
+            "/v1/accounts/key_1/grants",
+            Some(json!({"kind": "pack", "amount": 5, "priority": 3_000_000_000_i64})),
+            422,
+            "priority",
+            "priority must be a whole number from -2147483648 to 2147483647, got 3000000000",
+        ),
+        (
+            Method::POST,
+            "/v1/accounts/key_1/grants",
+            Some(json!({"kind": "pack", "amount": 5, "expires_at": "2027-01-01"})),
+            422,
+            "expires_at",
+            "expires_at must be an RFC 3339 timestamp such as 2026-12-01T00:00:00Z, got '2027-01-01'",
+        ),
+        (
+            Method::PUT,
+            "/v1/accounts/key_2",
+            Some(json!({"plan": "pro", "billing_anchor": "2026-12-01"})),
+            422,
+            "billing_anchor",
+            "billing_anchor must be an RFC 3339 timestamp such as 2026-12-01T00:00:00Z, got '2026-12-01'",
+        ),
+        (
+            Method::PUT,
+            "/v1/accounts/key_2",
+            Some(json!({"billing_anchor": "2026-12-01T00:00:00Z"})),
+            422,
+            "plan",
+            "plan is required",
+        ),
+        (
+            Method::POST,
+            "/v1/accounts/key_1/plan",
+            Some(json!({"plan": "pro", "proration": "sometimes"})),
+            422,
+            "proration",
+            "proration must be 'none', 'difference' or 'reset', got 'sometimes'",
+        ),
+        (
+            Method::POST,
+            "/v1/accounts/key_1/adjustments",
+            Some(json!({"op": "multiply", "amount": 2, "reason": "x"})),
+            422,
+            "op",
+            "op must be 'set', 'increment' or 'decrement', got 'multiply'",
+        ),
+        (
+            Method::POST,
+            "/v1/accounts/key_1/adjustments",
+            Some(json!({"op": "increment", "amount": 2})),
+            422,
+            "reason",
+            "reason is required",
+        ),
+        (
+            Method::PUT,
+            "/v1/plans/p2",
+            Some(json!({"name": "P", "interval": "month", "pools": {},
+                        "operations": {"search": {"pool": "credits"}}})),
+            422,
+            "operations.search.cost",
+            "operations.search.cost is required",
+        ),
+        (
+            Method::PUT,
+            "/v1/plans/p2",
+            Some(json!({"name": "P", "interval": "monthly", "pools": {}})),
+            422,
+            "interval",
+            "interval must be 'day', 'week', 'month' or 'year', got 'monthly'",
+        ),
+        (
+            Method::POST,
+            "/v1/accounts/key_1/debits",
+            Some(json!({"operation": "search", "quantty": 2})),
+            422,
+            "quantty",
+            "quantty is not a known field; known fields: operation, quantity, cost, pool, metadata, dry_run",
+        ),
+        (
+            Method::GET,
+            "/v1/accounts/key_1/usage?from=2026-11-01T00:00:00Z&to=2026-12-01",
+            None,
+            400,
+            "to",
+            "to must be an RFC 3339 timestamp such as 2026-12-01T00:00:00Z, got '2026-12-01'",
+        ),
+        (
+            Method::GET,
+            "/v1/accounts/key_1/usage?interval=weekly",
+            None,
+            400,
+            "interval",
+            "interval must be 'hour', 'day' or 'month', got 'weekly'",
+        ),
+        (
+            Method::GET,
+            "/v1/accounts/key_1/entries?limit=abc",
+            None,
+            400,
+            "limit",
+            "limit must be a whole number, got 'abc'",
+        ),
+        (
+            Method::GET,
+            "/v1/accounts/key_1/entries?limit=1&limit=2",
+            None,
+            400,
+            "limit",
+            "limit is given twice; give each parameter once",
+        ),
+        (
+            Method::GET,
+            "/v1/accounts/key_1/entries?colour=red",
+            None,
+            400,
+            "colour",
+            "colour is not a known parameter; known parameters: limit, cursor",
+        ),
+        (
+            Method::GET,
+            "/v1/accounts/key_1/entries?cursor=a%00b",
+            None,
+            400,
+            "cursor",
+            "cursor contains a NUL character (%00)",
+        ),
+        (
+            Method::GET,
+            "/v1/plans/pro?version=99999999999",
+            None,
+            400,
+            "version",
+            "version must be a whole number from -2147483648 to 2147483647, got '99999999999'",
+        ),
+    ];
+    for (method, path, body, status, field, message) in cases {
+        let call = app.call(method.clone(), path).token(ADMIN);
+        let call = match &body {
+            Some(body) => call.json(body.clone()),
+            None => call,
+        };
+        let response = call.send().await;
+        let code = if status == 400 {
+            "invalid_query"
+        } else if path.starts_with("/v1/plans") {
+            "invalid_plan"
+        } else {
+            "invalid_request"
+        };
+        response.assert_error(status, code);
+        let error = &response.body["error"];
+        assert_eq!(error["message"], message, "{method} {path} {body:?}");
+        assert_eq!(error["details"]["field"], field, "{method} {path}");
+        let reason = error["details"]["reason"].as_str().unwrap();
+        assert!(message.ends_with(reason), "{message} / {reason}");
+        for word in JARGON {
+            assert!(!message.contains(word), "{word:?} in {message}");
+        }
+    }
+    assert_eq!(app.snapshot().await, before);
+}

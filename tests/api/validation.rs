@@ -574,7 +574,7 @@ async fn refused_bodies_and_queries_are_explained_in_plain_words() {
             None,
             400,
             "colour",
-            "colour is not a known parameter; known parameters: limit, cursor",
+            "colour is not a known parameter; known parameters: limit, cursor, kind, from, to",
         ),
         (
             Method::GET,

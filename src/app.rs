@@ -102,7 +102,8 @@ impl AppState {
             config.writers,
             config.write_batch,
             Some(config.write_start_within()),
-        );
+        )
+        .with_top_up_url(config.top_up_url.as_deref());
         let top_up_charger = stripe.clone().map(|client| {
             crate::stripe::top_up::TopUpCharger::new(db.clone(), client, ledger.clone())
         });

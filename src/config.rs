@@ -97,6 +97,15 @@ pub struct Settings {
         help_heading = "HTTP"
     )]
     pub public_url: Option<String>,
+    /// Where a customer out of credits can buy more, given in 402 credits_exhausted as
+    /// top_up_url ({key_id} in it is replaced)
+    #[arg(
+        long,
+        env = "LEDGER_TOP_UP_URL",
+        value_name = "URL",
+        help_heading = "HTTP"
+    )]
+    pub top_up_url: Option<String>,
     /// Comma-separated bearer tokens that may do everything
     #[arg(
         long,
@@ -316,6 +325,9 @@ pub struct Config {
     /// URL without a trailing slash, query or fragment; `http://` and the listen address by
     /// default.
     pub public_url: String,
+    /// `LEDGER_TOP_UP_URL`: where a customer out of credits can buy more (`{key_id}` in it is
+    /// replaced by the account's key); the 402 `credits_exhausted` gives it as `top_up_url`.
+    pub top_up_url: Option<String>,
     /// `LEDGER_ADMIN_TOKENS`, comma-separated
     pub admin_tokens: Vec<String>,
     /// `LEDGER_SERVICE_TOKENS`, comma-separated
@@ -375,6 +387,7 @@ impl std::fmt::Debug for Config {
             .field("database_url", &crate::db::redact_url(&self.database_url))
             .field("listen", &self.listen)
             .field("public_url", &self.public_url)
+            .field("top_up_url", &self.top_up_url)
             .field("admin_tokens", &self.admin_tokens.len())
             .field("service_tokens", &self.service_tokens.len())
             .field("db_max_connections", &self.db_max_connections)
@@ -492,6 +505,26 @@ fn http_url(raw: &str) -> Option<url::Url> {
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
 }
 
+/// `LEDGER_TOP_UP_URL`: an absolute http(s) URL, shown to customers, so without credentials.
+fn top_up_url(raw: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(raw) = present(raw) else {
+        return Ok(None);
+    };
+    // `{key_id}` is not valid in every part of a URL: check the URL with a key in its place.
+    let probe = raw.trim().replace("{key_id}", "key_123");
+    match http_url(&probe) {
+        Some(url) if url.username().is_empty() && url.password().is_none() => {
+            Ok(Some(raw.trim().to_owned()))
+        }
+        _ => Err(ConfigError::new(
+            "LEDGER_TOP_UP_URL",
+            format!(
+                "must be an absolute http(s) URL without credentials, such as https://app.example.com/billing?key={{key_id}}, got '{raw}'"
+            ),
+        )),
+    }
+}
+
 /// `LEDGER_PUBLIC_URL`: links are made by appending paths to it, so it has no query, fragment
 /// or credentials, and no trailing slash.
 fn public_url(raw: Option<String>, listen: SocketAddr) -> Result<String, ConfigError> {
@@ -589,6 +622,7 @@ impl Config {
         let config = Config {
             database_url: s.database_url,
             public_url: public_url(s.public_url, listen)?,
+            top_up_url: top_up_url(s.top_up_url)?,
             listen,
             admin_tokens: tokens(s.admin_tokens),
             service_tokens: tokens(s.service_tokens),
@@ -868,6 +902,23 @@ mod tests {
                 .to_string(),
             "LEDGER_LISTEN must be an address such as 127.0.0.1:8080, got 'nowhere'"
         );
+    }
+
+    #[test]
+    fn the_top_up_url_is_optional_and_must_be_an_http_url() {
+        assert_eq!(parse(&[]).unwrap().top_up_url, None);
+        let set = parse(&[(
+            "LEDGER_TOP_UP_URL",
+            "https://app.example.com/buy?key={key_id}",
+        )]);
+        assert_eq!(
+            set.unwrap().top_up_url.as_deref(),
+            Some("https://app.example.com/buy?key={key_id}")
+        );
+        for bad in ["/buy", "ftp://x.example/{key_id}", "https://u:p@x.example/"] {
+            let err = parse(&[("LEDGER_TOP_UP_URL", bad)]).unwrap_err();
+            assert_eq!(err.name, "LEDGER_TOP_UP_URL", "{bad}");
+        }
     }
 
     #[test]

@@ -41,6 +41,14 @@ impl ApiError {
         self
     }
 
+    /// Adds `details.top_up_url` when there is one (`LEDGER_TOP_UP_URL`).
+    fn with_top_up_url(mut self, url: Option<&str>) -> Self {
+        if let (Some(url), Some(details)) = (url, self.details.as_object_mut()) {
+            details.insert("top_up_url".into(), Value::String(url.to_owned()));
+        }
+        self
+    }
+
     /// A field that failed validation: 422 naming the field.
     pub fn invalid_field(code: &'static str, field: &InvalidField) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, field.to_string())
@@ -134,11 +142,26 @@ fn exhausted_message(e: &Exhausted) -> String {
         (true, true) => format!("has {spendable} left including overage"),
         (false, _) => "has none left".to_owned(),
     };
+    let at = e.reset_at.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+    // What comes back, and what can be bought now: the two ways out.
+    let back = match &e.next_allowance {
+        Some(next) if next.amount > 0 => format!("{} come back at {at}", next.amount),
+        _ => format!("credits reset at {at}"),
+    };
+    let mut sizes: Vec<i64> = e.packs.iter().map(|p| p.credits).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let packs = match sizes.as_slice() {
+        [] => String::new(),
+        [one] => format!("; a {one}-credit pack is available"),
+        many => {
+            let listed: Vec<String> = many.iter().map(i64::to_string).collect();
+            format!("; packs of {} credits are available", listed.join(", "))
+        }
+    };
     format!(
-        "Key {} needs {} {unit}{what} but {left}; credits reset at {}.",
-        e.key_id,
-        e.required,
-        e.reset_at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+        "Key {} needs {} {unit}{what} but {left}; {back}{packs}.",
+        e.key_id, e.required
     )
 }
 
@@ -267,7 +290,11 @@ impl From<LedgerError> for ApiError {
                 "used": e.used,
                 "overage_limit": e.overage_limit,
                 "reset_at": e.reset_at,
-            })),
+                "grants": e.grants,
+                "next_allowance": e.next_allowance,
+                "packs": e.packs,
+            }))
+            .with_top_up_url(e.top_up_url.as_deref()),
             LedgerError::IdempotencyKeyReused => Self::new(
                 StatusCode::CONFLICT,
                 "idempotency_key_reused",
@@ -373,11 +400,49 @@ mod tests {
             overage_limit: 0,
             period_start: Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap(),
             reset_at: Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
+            grants: Vec::new(),
+            next_allowance: None,
+            packs: Vec::new(),
+            top_up_url: None,
         };
         assert_eq!(
             exhausted_message(&e),
             "Key key_123 needs 30 credits for image.generate but has 12 left; \
              credits reset at 2026-12-01T00:00:00Z."
+        );
+        let with_allowance = Exhausted {
+            next_allowance: Some(crate::ledger::model::NextAllowance {
+                amount: 10000,
+                at: e.reset_at,
+            }),
+            ..e.clone()
+        };
+        assert_eq!(
+            exhausted_message(&with_allowance),
+            "Key key_123 needs 30 credits for image.generate but has 12 left; \
+             10000 come back at 2026-12-01T00:00:00Z."
+        );
+        let pack = |credits| crate::ledger::model::PackOffer {
+            id: crate::ledger::types::PackId::parse("pack", &format!("p{credits}")).unwrap(),
+            credits,
+            price: None,
+            expires_in_days: None,
+        };
+        let one_pack = Exhausted {
+            packs: vec![pack(5000)],
+            ..with_allowance.clone()
+        };
+        assert_eq!(
+            exhausted_message(&one_pack),
+            "Key key_123 needs 30 credits for image.generate but has 12 left; \
+             10000 come back at 2026-12-01T00:00:00Z; a 5000-credit pack is available."
+        );
+        let two_packs = Exhausted {
+            packs: vec![pack(5000), pack(500)],
+            ..with_allowance
+        };
+        assert!(
+            exhausted_message(&two_packs).ends_with("; packs of 500, 5000 credits are available.")
         );
     }
 }

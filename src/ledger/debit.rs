@@ -13,6 +13,7 @@ use super::order::draw;
 use super::pricing::{price, DebitSpec};
 use super::state::{AccountState, DebitRecord, EntryRefs};
 use super::types::{EntryKind, PoolName};
+use super::view;
 
 /// A debit request after validation.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +34,7 @@ pub fn exhausted(
     required: i64,
     available: i64,
     overage_limit: i64,
+    now: DateTime<Utc>,
 ) -> Result<Exhausted, LedgerError> {
     let counters = state.pool(pool)?;
     Ok(Exhausted {
@@ -46,6 +48,10 @@ pub fn exhausted(
         overage_limit,
         period_start: state.account.period_start,
         reset_at: state.account.period_end,
+        grants: view::pool_grants(state, pool, now),
+        next_allowance: view::next_allowance(state, pool),
+        packs: view::pack_offers(state, pool),
+        top_up_url: None,
     })
 }
 
@@ -84,6 +90,7 @@ pub fn debit(
                 cost,
                 available,
                 counters.overage_limit,
+                now,
             )?;
             if !request.dry_run {
                 alerts::exhausted(state, &refusal, now);

@@ -21,6 +21,14 @@ pub struct Exhausted {
     pub overage_limit: i64,
     pub period_start: DateTime<Utc>,
     pub reset_at: DateTime<Utc>,
+    /// The pool's active grants, in consumption order.
+    pub grants: Vec<super::model::GrantSummary>,
+    /// What the next period brings back; `None` for a pool without an allowance.
+    pub next_allowance: Option<super::model::NextAllowance>,
+    /// The plan's packs for the pool.
+    pub packs: Vec<super::model::PackOffer>,
+    /// `LEDGER_TOP_UP_URL` for this account, when set (the service fills it in).
+    pub top_up_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

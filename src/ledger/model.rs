@@ -57,9 +57,28 @@ pub struct PoolBalance {
     pub overage_limit: i64,
     /// Active grants (in effect, not expired, not voided) in consumption order.
     pub grants: Vec<GrantSummary>,
+    /// The allowance the next period starts with, and when; `None` for an unlimited pool.
+    #[serde(default)]
+    pub next_allowance: Option<NextAllowance>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What the next period brings back into a pool: its allowance, at the period's end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextAllowance {
+    pub amount: i64,
+    pub at: DateTime<Utc>,
+}
+
+/// A pack of the plan's catalogue, as a refusal offers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackOffer {
+    pub id: super::types::PackId,
+    pub credits: i64,
+    pub price: Option<super::plan::Price>,
+    pub expires_in_days: Option<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantSummary {
     pub id: Uuid,
     pub kind: GrantKind,

@@ -50,6 +50,7 @@ pub fn reserve(
                 charge.cost,
                 available,
                 0,
+                now,
             )?;
             alerts::exhausted(state, &refusal, now);
             return Err(LedgerError::CreditsExhausted(Box::new(refusal)));

@@ -3,20 +3,64 @@
 use chrono::{DateTime, Utc};
 
 use super::error::LedgerError;
-use super::model::{Account, Balance, Grant, GrantSummary, PeriodView, PoolBalance, Reservation};
+use super::model::{
+    Account, Balance, Grant, GrantSummary, NextAllowance, PackOffer, PeriodView, PoolBalance,
+    Reservation,
+};
 use super::order::consumption_order;
 use super::state::{AccountState, GrantRecord};
-use super::types::GrantStatus;
+use super::types::{GrantStatus, PoolName};
+
+/// A pool's active grants (in effect, not expired, not voided), in consumption order.
+pub fn pool_grants(state: &AccountState, pool: &PoolName, now: DateTime<Utc>) -> Vec<GrantSummary> {
+    let mut grants: Vec<&GrantRecord> = state
+        .grants
+        .iter()
+        .filter(|g| g.pool == *pool && g.is_active(now))
+        .collect();
+    grants.sort_by(|a, b| consumption_order(&a.order_key(), &b.order_key()));
+    grants
+        .into_iter()
+        .map(|g| GrantSummary {
+            id: g.id,
+            kind: g.kind,
+            amount: g.amount,
+            remaining: g.remaining,
+            priority: g.priority,
+            effective_at: g.effective_at,
+            expires_at: g.expires_at,
+        })
+        .collect()
+}
+
+/// The allowance the plan gives the pool at the end of the current period.
+pub fn next_allowance(state: &AccountState, pool: &PoolName) -> Option<NextAllowance> {
+    let amount = state.plan.pools.get(pool)?.allowance?;
+    Some(NextAllowance {
+        amount,
+        at: state.account.period_end,
+    })
+}
+
+/// The packs of the plan's catalogue that fill `pool`, by id.
+pub fn pack_offers(state: &AccountState, pool: &PoolName) -> Vec<PackOffer> {
+    state
+        .plan
+        .packs
+        .iter()
+        .filter(|(_, pack)| pack.pool == *pool)
+        .map(|(id, pack)| PackOffer {
+            id: id.clone(),
+            credits: pack.credits,
+            price: pack.price.clone(),
+            expires_in_days: pack.expires_in_days,
+        })
+        .collect()
+}
 
 pub fn balance(state: &AccountState, now: DateTime<Utc>) -> Result<Balance, LedgerError> {
     let mut pools = Vec::with_capacity(state.pools.len());
     for (name, counters) in &state.pools {
-        let mut grants: Vec<&GrantRecord> = state
-            .grants
-            .iter()
-            .filter(|g| g.pool == *name && g.is_active(now))
-            .collect();
-        grants.sort_by(|a, b| consumption_order(&a.order_key(), &b.order_key()));
         pools.push(PoolBalance {
             pool: name.clone(),
             available: state.available(name, now)?,
@@ -25,18 +69,8 @@ pub fn balance(state: &AccountState, now: DateTime<Utc>) -> Result<Balance, Ledg
             used: counters.used,
             overage_used: counters.overage_used,
             overage_limit: counters.overage_limit,
-            grants: grants
-                .into_iter()
-                .map(|g| GrantSummary {
-                    id: g.id,
-                    kind: g.kind,
-                    amount: g.amount,
-                    remaining: g.remaining,
-                    priority: g.priority,
-                    effective_at: g.effective_at,
-                    expires_at: g.expires_at,
-                })
-                .collect(),
+            grants: pool_grants(state, name, now),
+            next_allowance: next_allowance(state, name),
         });
     }
     Ok(Balance {

@@ -141,6 +141,8 @@ pub struct Ledger {
     db: PgPool,
     clock: Clock,
     writer: Option<Arc<writer::Writer>>,
+    /// `LEDGER_TOP_UP_URL`, with `{key_id}` to fill in.
+    top_up_url: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -172,6 +174,7 @@ impl Ledger {
             db,
             clock,
             writer: None,
+            top_up_url: None,
         };
         let writer = writer::Writer::start(
             direct.clone(),
@@ -185,8 +188,27 @@ impl Ledger {
         }
     }
 
+    /// Where a refusal sends the customer to buy credits (`{key_id}` is filled in).
+    pub fn with_top_up_url(mut self, template: Option<&str>) -> Self {
+        self.top_up_url = template.map(Arc::from);
+        self
+    }
+
     pub fn db(&self) -> &PgPool {
         &self.db
+    }
+
+    /// A refusal for want of credits, told where to top up.
+    fn explain(&self, err: ServiceError) -> ServiceError {
+        match (err, &self.top_up_url) {
+            (ServiceError::Ledger(LedgerError::CreditsExhausted(mut e)), Some(template)) => {
+                let key: String =
+                    url::form_urlencoded::byte_serialize(e.key_id.as_str().as_bytes()).collect();
+                e.top_up_url = Some(template.replace("{key_id}", &key));
+                ServiceError::Ledger(LedgerError::CreditsExhausted(e))
+            }
+            (err, _) => err,
+        }
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -294,10 +316,11 @@ impl Ledger {
     /// Runs one command on the account `target` names, through the batching writer.
     #[instrument(skip_all, fields(target = ?target))]
     pub async fn execute(&self, target: Target, request: Request) -> Result<Answer, ServiceError> {
-        match &self.writer {
+        let answer = match &self.writer {
             Some(writer) => writer.submit(target, request).await,
             None => self.run(&target, &request).await,
-        }
+        };
+        answer.map_err(|err| self.explain(err))
     }
 
     /// Creates or replaces a plan. A definition equal to the latest version changes nothing;

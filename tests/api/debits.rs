@@ -123,7 +123,7 @@ async fn credits_exhausted_tells_the_customer_everything() {
     let reset_at = account["current_period"]["end"].as_str().unwrap();
     assert_eq!(
         refused.body["error"]["message"],
-        format!("Key key_123 needs 30 credits for image.generate but has 12 left; credits reset at {reset_at}.")
+        format!("Key key_123 needs 30 credits for image.generate but has 12 left; 100 come back at {reset_at}.")
     );
     assert!(refused.header("x-credits-remaining").is_none());
     assert_eq!(
@@ -505,5 +505,108 @@ async fn a_refusal_of_one_credit_says_credit_not_credits() {
     assert!(
         message.starts_with("Key key_1 needs 1 credit but has none left;"),
         "{message}"
+    );
+}
+
+#[tokio::test]
+async fn credits_exhausted_shows_the_grants_what_comes_back_and_what_to_buy() {
+    let app = crate::helpers::spawn_app_with(&[(
+        "LEDGER_TOP_UP_URL",
+        "https://app.example.com/billing?key={key_id}",
+    )])
+    .await;
+    app.put_plan(
+        "pro",
+        json!({"name": "Pro", "interval": "month",
+               "pools": {"credits": {"allowance": 100}, "gpu": {"allowance": 0},
+                         "free": {"allowance": null}},
+               "operations": {"render": {"cost": 40}},
+               "packs": {"small": {"credits": 500, "expires_in_days": 30,
+                                   "price": {"amount": 900, "currency": "usd"}},
+                         "large": {"credits": 5000},
+                         "gpu_hours": {"pool": "gpu", "credits": 10}}}),
+    )
+    .await;
+    let account = app.create_account("key:1", "pro").await;
+    let promo = app
+        .post("/v1/accounts/key:1/grants")
+        .json(json!({"kind": "promotional", "amount": 10,
+                     "expires_at": (chrono::Utc::now() + Duration::days(3)).to_rfc3339()}))
+        .send()
+        .await;
+    promo.assert_status(201);
+    app.debit("key:1", json!({"cost": 90}))
+        .await
+        .assert_status(201);
+
+    let refused = app.debit("key:1", json!({"operation": "render"})).await;
+    refused.assert_error(402, "credits_exhausted");
+    let details = &refused.body["error"]["details"];
+    // The promotion expires first, so it was drawn first (it is still active, empty): the
+    // allowance holds what is left.
+    let grants: Vec<(&str, i64)> = details["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["kind"].as_str().unwrap(),
+                g["remaining"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(grants, vec![("promotional", 0), ("allowance", 20)]);
+    let reset_at = account["current_period"]["end"].clone();
+    assert_eq!(
+        details["next_allowance"],
+        json!({"amount": 100, "at": reset_at})
+    );
+    // The packs for this pool only, by id.
+    assert_eq!(
+        details["packs"],
+        json!([{"id": "large", "credits": 5000, "price": null, "expires_in_days": null},
+               {"id": "small", "credits": 500, "price": {"amount": 900, "currency": "usd"},
+                "expires_in_days": 30}])
+    );
+    assert_eq!(
+        details["top_up_url"],
+        "https://app.example.com/billing?key=key%3A1"
+    );
+    assert_eq!(
+        refused.body["error"]["message"],
+        format!(
+            "Key key:1 needs 40 credits for render but has 20 left; 100 come back at {}; \
+             packs of 500, 5000 credits are available.",
+            reset_at.as_str().unwrap()
+        )
+    );
+
+    // The balance says what comes back too.
+    let balance = app
+        .get("/v1/accounts/key:1/balance")
+        .token(SERVICE)
+        .send()
+        .await;
+    let pools = balance.body["pools"].as_array().unwrap();
+    let credits = pools.iter().find(|p| p["pool"] == "credits").unwrap();
+    assert_eq!(
+        credits["next_allowance"],
+        json!({"amount": 100, "at": reset_at})
+    );
+    let gpu = pools.iter().find(|p| p["pool"] == "gpu").unwrap();
+    assert_eq!(gpu["next_allowance"], json!({"amount": 0, "at": reset_at}));
+    let free = pools.iter().find(|p| p["pool"] == "free").unwrap();
+    assert!(free["next_allowance"].is_null());
+
+    // A pool that only packs fill: nothing comes back, and its pack is offered.
+    let gpu_refused = app.debit("key:1", json!({"cost": 1, "pool": "gpu"})).await;
+    gpu_refused.assert_error(402, "credits_exhausted");
+    assert_eq!(
+        gpu_refused.body["error"]["message"],
+        format!(
+            "Key key:1 needs 1 gpu credit but has none left; credits reset at {}; \
+             a 10-credit pack is available.",
+            reset_at.as_str().unwrap()
+        )
     );
 }

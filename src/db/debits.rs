@@ -146,3 +146,22 @@ async fn with_refunds(
         })
         .collect())
 }
+
+/// Credits each pool of the account spent between `from` and `to`, net of what was refunded.
+pub async fn spent_by_pool(
+    conn: &mut PgConnection,
+    key_id: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT pool, COALESCE(sum(cost - refunded), 0)::bigint FROM debits
+          WHERE key_id = $1 AND created_at >= $2 AND created_at < $3
+          GROUP BY pool",
+    )
+    .bind(key_id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(conn)
+    .await
+}

@@ -23,6 +23,7 @@ pub mod command;
 pub mod commit;
 pub mod debit;
 pub mod error;
+pub mod forecast;
 pub mod grant;
 pub mod model;
 pub mod order;

@@ -60,6 +60,10 @@ pub struct PoolBalance {
     /// The allowance the next period starts with, and when; `None` for an unlimited pool.
     #[serde(default)]
     pub next_allowance: Option<NextAllowance>,
+    /// The recent pace and when it runs the pool out: computed when one account is read
+    /// (`None` in lists and in the answers of writes).
+    #[serde(default)]
+    pub forecast: Option<super::forecast::Forecast>,
 }
 
 /// What the next period brings back into a pool: its allowance, at the period's end.

@@ -71,6 +71,7 @@ pub fn balance(state: &AccountState, now: DateTime<Utc>) -> Result<Balance, Ledg
             overage_limit: counters.overage_limit,
             grants: pool_grants(state, name, now),
             next_allowance: next_allowance(state, name),
+            forecast: None,
         });
     }
     Ok(Balance {

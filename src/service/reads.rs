@@ -12,10 +12,10 @@ use crate::ledger::model::{
     Account, Balance, DebitPage, DebitRecord, EntryPage, GrantPage, Reservation,
 };
 use crate::ledger::plan::Plan;
-use crate::ledger::roll;
 use crate::ledger::state::AccountState;
 use crate::ledger::types::KeyId;
 use crate::ledger::usage::{Usage, UsageGroup, UsageQuery};
+use crate::ledger::{forecast, roll};
 use crate::ledger::{view, LedgerError};
 
 impl Ledger {
@@ -41,9 +41,22 @@ impl Ledger {
             .ok_or_else(|| target.not_found())?)
     }
 
+    /// One account with its balance, and each pool's forecast from its recent pace.
     pub async fn get_account(&self, key_id: &KeyId) -> Result<Account, ServiceError> {
         let state = self.current_state(&Target::Account(key_id.clone())).await?;
-        Ok(view::account(&state, self.now_in(&state))?)
+        let now = self.now_in(&state);
+        let mut account = view::account(&state, now)?;
+        let since = forecast::window_start(state.account.created_at, now);
+        let mut conn = self.db.acquire().await?;
+        let spent = db::debits::spent_by_pool(&mut conn, key_id.as_str(), since, now).await?;
+        for pool in &mut account.balance.pools {
+            let total = spent
+                .iter()
+                .find(|(name, _)| name == pool.pool.as_str())
+                .map_or(0, |(_, total)| *total);
+            pool.forecast = Some(forecast::forecast(pool.available, total, since, now));
+        }
+        Ok(account)
     }
 
     /// Now, for an account: never before its current period started (another process, its

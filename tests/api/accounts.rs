@@ -332,3 +332,49 @@ async fn the_journal_filters_by_kind_and_time_and_pages_within_the_filter() {
     backwards.assert_error(422, "invalid_request");
     assert_eq!(backwards.body["error"]["details"]["field"], "to");
 }
+
+#[tokio::test]
+async fn the_balance_forecasts_when_a_pool_runs_out_at_its_recent_pace() {
+    let app = spawn_app().await;
+    app.create_plan("pro", Some(1000)).await;
+    app.clock.advance(-chrono::Duration::days(4));
+    app.create_account("key_1", "pro").await;
+    let idle = app
+        .get("/v1/accounts/key_1/balance")
+        .token(SERVICE)
+        .send()
+        .await;
+    let forecast = &idle.body["pools"][0]["forecast"];
+    assert!(forecast["daily_burn"].is_null() && forecast["runs_out_at"].is_null());
+    for _ in 0..4 {
+        app.debit("key_1", json!({"cost": 100}))
+            .await
+            .assert_status(201);
+        app.clock.advance(chrono::Duration::days(1));
+    }
+    let balance = app
+        .get("/v1/accounts/key_1/balance")
+        .token(SERVICE)
+        .send()
+        .await;
+    balance.assert_status(200);
+    let pool = &balance.body["pools"][0];
+    assert_eq!(pool["available"], 600);
+    let forecast = &pool["forecast"];
+    assert_eq!(
+        forecast["daily_burn"], 100,
+        "400 credits over the 4 days since the account began"
+    );
+    let runs_out = ts(&forecast["runs_out_at"]);
+    let expected = app.clock.now() + chrono::Duration::days(6);
+    assert!(
+        (runs_out - expected).num_seconds().abs() < 120,
+        "{runs_out} vs {expected}"
+    );
+    // The same forecast on the account.
+    let account = app.get("/v1/accounts/key_1").token(SERVICE).send().await;
+    assert_eq!(
+        account.body["balance"]["pools"][0]["forecast"]["daily_burn"],
+        100
+    );
+}

@@ -16,9 +16,11 @@ pub const PERIOD_ROLLED: &str = "period.rolled";
 pub const GRANT_CREATED: &str = "grant.created";
 pub const GRANT_EXPIRED: &str = "grant.expired";
 pub const RESERVATION_EXPIRED: &str = "reservation.expired";
+pub const BALANCE_LOW: &str = "credits.balance_low";
+pub const BALANCE_RECOVERED: &str = "credits.balance_recovered";
 
 /// Every event type, for webhook endpoint subscriptions.
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 12] = [
     THRESHOLD_REACHED,
     THRESHOLD_RESOLVED,
     EXHAUSTED,
@@ -29,7 +31,49 @@ pub const ALL: [&str; 10] = [
     super::top_up::REQUESTED,
     super::top_up::SUCCEEDED,
     super::top_up::FAILED,
+    BALANCE_LOW,
+    BALANCE_RECOVERED,
 ];
+
+/// After a change: each pool with a `low_balance` whose available credits (every grant counted)
+/// are now below it is announced as low, once until it recovers; one announced low that is back
+/// at or above it is announced as recovered. Scoped to the period, like the other alerts: a pool
+/// still low after its period rolled is announced again.
+pub fn balance_low(state: &mut AccountState, now: DateTime<Utc>) -> Result<(), LedgerError> {
+    let watched: Vec<(PoolName, i64)> = state
+        .plan
+        .pools
+        .iter()
+        .filter_map(|(pool, spec)| spec.low_balance.map(|line| (pool.clone(), line)))
+        .filter(|(pool, _)| state.pools.contains_key(pool))
+        .collect();
+    let period = json!({"start": state.account.period_start, "end": state.account.period_end});
+    let key_id = state.key_id().clone();
+    for (pool, line) in watched {
+        let Some(available) = state.available(&pool, now)? else {
+            continue;
+        };
+        let announced = state.alerts(&pool).and_then(|a| a.low_at).is_some();
+        let event = match (available < line, announced) {
+            (true, false) => {
+                state.alerts_mut(&pool).low_at = Some(now);
+                BALANCE_LOW
+            }
+            (false, true) => {
+                state.alerts_mut(&pool).low_at = None;
+                BALANCE_RECOVERED
+            }
+            _ => continue,
+        };
+        state.emit(
+            event,
+            json!({"key_id": key_id, "pool": pool, "available": available,
+                   "low_balance": line, "period": period}),
+            now,
+        );
+    }
+    Ok(())
+}
 
 /// After `used` went from `old_used` to `new_used`: announces each of the plan's thresholds (a
 /// percentage of the period's allowance) that it crossed, once per period.

@@ -140,7 +140,8 @@ pub fn apply(
         }
     }
     let before = state.clone();
-    // A command that may move credits is followed by the auto top-up check, in its transaction.
+    // A command that may move credits is followed by the auto top-up and low-balance checks,
+    // in its transaction.
     let may_move_credits = !matches!(
         &request.command,
         Command::Inspect
@@ -153,6 +154,7 @@ pub fn apply(
         .and_then(|answer| {
             if may_move_credits {
                 super::top_up::check(state, now)?;
+                super::alerts::balance_low(state, now)?;
             }
             Ok(answer)
         }) {

@@ -17,6 +17,9 @@ pub struct PoolSpec {
     pub allowance: Option<i64>,
     pub rollover_cap: Option<i64>,
     pub overage_limit: i64,
+    /// Below this many available credits (every grant counted) the pool is announced as low.
+    #[serde(default)]
+    pub low_balance: Option<i64>,
 }
 
 impl PoolSpec {
@@ -25,6 +28,7 @@ impl PoolSpec {
             allowance: Some(allowance),
             rollover_cap: None,
             overage_limit: 0,
+            low_balance: None,
         }
     }
 }
@@ -170,6 +174,8 @@ pub struct PoolBody {
     pub rollover_cap: Option<i64>,
     #[serde(default)]
     pub overage_limit: Option<i64>,
+    #[serde(default)]
+    pub low_balance: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -240,10 +246,16 @@ impl PlanBody {
                 &format!("{field}.overage_limit"),
                 body.overage_limit.unwrap_or(0),
             )?;
-            if allowance.is_none() && (rollover_cap.is_some() || overage_limit > 0) {
+            let low_balance = body
+                .low_balance
+                .map(|n| check_non_negative(&format!("{field}.low_balance"), n))
+                .transpose()?;
+            if allowance.is_none()
+                && (rollover_cap.is_some() || overage_limit > 0 || low_balance.is_some())
+            {
                 return Err(InvalidField::new(
                     field,
-                    "is unlimited (allowance null) and so takes no rollover_cap or overage_limit",
+                    "is unlimited (allowance null) and so takes no rollover_cap, overage_limit or low_balance",
                 ));
             }
             pools.insert(
@@ -252,6 +264,7 @@ impl PlanBody {
                     allowance,
                     rollover_cap,
                     overage_limit,
+                    low_balance,
                 },
             );
         }

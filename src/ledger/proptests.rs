@@ -182,6 +182,7 @@ fn pool_spec() -> impl Strategy<Value = PoolSpec> {
             allowance: Some(allowance),
             rollover_cap,
             overage_limit,
+            low_balance: None,
         },
     );
     // An unlimited pool takes no rollover cap and no overage limit (PlanBody::validate).
@@ -189,6 +190,7 @@ fn pool_spec() -> impl Strategy<Value = PoolSpec> {
         allowance: None,
         rollover_cap: None,
         overage_limit: 0,
+        low_balance: None,
     });
     prop_oneof![4 => limited, 1 => unlimited]
 }
@@ -2303,6 +2305,7 @@ fn plan_of(interval: Interval, credits: (i64, i64), tokens: Option<(i64, i64)>) 
         allowance: Some(allowance),
         rollover_cap: None,
         overage_limit,
+        low_balance: None,
     };
     pools.insert(pool(0), spec(credits));
     if let Some(tokens) = tokens {

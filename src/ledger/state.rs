@@ -233,8 +233,8 @@ pub struct IdempotencyRecord {
     pub created_at: DateTime<Utc>,
 }
 
-/// What was announced for a pool in a period: thresholds reached (and resolved since), and the
-/// first refusal.
+/// What was announced for a pool in a period: thresholds reached (and resolved since), the
+/// first refusal, and a low balance not yet recovered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlertRecord {
     pub pool: PoolName,
@@ -242,6 +242,9 @@ pub struct AlertRecord {
     pub thresholds_reached: Vec<i32>,
     pub thresholds_resolved: Vec<i32>,
     pub exhausted_at: Option<DateTime<Utc>>,
+    /// When `credits.balance_low` was announced and the pool has not recovered since.
+    #[serde(default)]
+    pub low_at: Option<DateTime<Utc>>,
 }
 
 /// What the commands applied so far changed: rows to write back (by key) and rows to append.
@@ -583,6 +586,7 @@ impl AccountState {
             thresholds_reached: Vec::new(),
             thresholds_resolved: Vec::new(),
             exhausted_at: None,
+            low_at: None,
         })
     }
 

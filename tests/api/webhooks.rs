@@ -764,3 +764,82 @@ async fn plain_secrets_from_before_and_a_rotated_key_are_sealed_again_at_start()
     assert_eq!(receiver.types(), ["credits.threshold_reached"]);
     assert_eq!(old_receiver.types(), ["credits.threshold_reached"]);
 }
+
+/// The low-balance events so far: type and payload, oldest first.
+async fn low(app: &TestApp) -> Vec<(String, Value)> {
+    sqlx::query_as::<_, (String, Value)>(
+        "SELECT type, payload FROM events
+          WHERE type IN ('credits.balance_low', 'credits.balance_recovered') ORDER BY seq",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_pool_below_its_low_balance_is_announced_once_and_again_when_it_recovers() {
+    let app = spawn_app().await;
+    app.put_plan(
+        "pro",
+        json!({"name": "Pro", "interval": "month",
+               "pools": {"credits": {"allowance": 500, "low_balance": 100}},
+               "operations": {"job": {"cost": 1}}}),
+    )
+    .await;
+    app.create_account("key_1", "pro").await;
+    // A pack counts: the allowance alone falls to 50, but with the pack 250 are available.
+    app.post("/v1/accounts/key_1/grants")
+        .json(json!({"kind": "pack", "amount": 200}))
+        .send()
+        .await
+        .assert_status(201);
+    app.debit("key_1", json!({"cost": 450}))
+        .await
+        .assert_status(201);
+    assert!(low(&app).await.is_empty(), "250 available is not below 100");
+
+    app.debit("key_1", json!({"cost": 200}))
+        .await
+        .assert_status(201);
+    app.debit("key_1", json!({"cost": 10}))
+        .await
+        .assert_status(201);
+    let events = low(&app).await;
+    assert_eq!(
+        events.len(),
+        1,
+        "announced once while it stays low: {events:?}"
+    );
+    assert_eq!(events[0].0, "credits.balance_low");
+    assert_eq!(events[0].1["available"], 50);
+    assert_eq!(events[0].1["low_balance"], 100);
+    assert_eq!(events[0].1["pool"], "credits");
+
+    app.post("/v1/accounts/key_1/grants")
+        .json(json!({"kind": "promotional", "amount": 60}))
+        .send()
+        .await
+        .assert_status(201);
+    let events = low(&app).await;
+    assert_eq!(
+        events.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
+        ["credits.balance_low", "credits.balance_recovered"]
+    );
+    assert_eq!(events[1].1["available"], 100, "back at the line is recovered");
+
+    // Low again after recovering: announced again.
+    app.debit("key_1", json!({"cost": 20}))
+        .await
+        .assert_status(201);
+    assert_eq!(low(&app).await.len(), 3);
+
+    // An unlimited pool takes no low_balance.
+    let refused = app
+        .put("/v1/plans/free")
+        .json(json!({"name": "Free", "interval": "month",
+                     "pools": {"credits": {"allowance": null, "low_balance": 5}}}))
+        .send()
+        .await;
+    refused.assert_error(422, "invalid_plan");
+    app.assert_audit_clean().await;
+}

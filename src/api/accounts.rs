@@ -200,6 +200,28 @@ pub async fn balance(
     Ok(Json(state.ledger.balance(&key).await?))
 }
 
+/// A `from`..`to` filter: each within the years the ledger takes, `to` later than `from`.
+pub(crate) fn time_range(
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), ApiError> {
+    let field = |f| ApiError::invalid_field("invalid_request", &f);
+    let from = from
+        .map(|t| check_timestamp("from", t))
+        .transpose()
+        .map_err(field)?;
+    let to = to
+        .map(|t| check_timestamp("to", t))
+        .transpose()
+        .map_err(field)?;
+    if let (Some(from), Some(to)) = (from, to) {
+        if from >= to {
+            return Err(invalid("to", "must be later than from"));
+        }
+    }
+    Ok((from, to))
+}
+
 /// The journal's query: `limit`, `cursor`, and the filters `kind` (comma-separated), `from`, `to`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -241,22 +263,7 @@ impl EntriesQuery {
                 kinds.push(kind);
             }
         }
-        let field = |f| ApiError::invalid_field("invalid_request", &f);
-        let from = self
-            .from
-            .map(|t| check_timestamp("from", t))
-            .transpose()
-            .map_err(field)?;
-        let to = self
-            .to
-            .map(|t| check_timestamp("to", t))
-            .transpose()
-            .map_err(field)?;
-        if let (Some(from), Some(to)) = (from, to) {
-            if from >= to {
-                return Err(invalid("to", "must be later than from"));
-            }
-        }
+        let (from, to) = time_range(self.from, self.to)?;
         let filter = EntryFilter {
             before,
             kinds,

@@ -7,7 +7,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::accounts::{key_id, metadata_object, page_limit};
+use super::accounts::{key_id, metadata_object, page_limit, time_range};
 use super::auth::Service;
 use super::export;
 use super::extract::{request_hash, AppJson, AppPath, AppQuery, IdempotencyKey};
@@ -18,9 +18,7 @@ use crate::ledger::command::Idempotency;
 use crate::ledger::debit::DebitRequest;
 use crate::ledger::model::{Debit, DebitRecord};
 use crate::ledger::pricing::DebitSpec;
-use crate::ledger::types::{
-    check_positive, check_timestamp, InvalidField, OperationName, PoolName,
-};
+use crate::ledger::types::{check_positive, InvalidField, OperationName, PoolName};
 use crate::service::Outcome;
 use uuid::Uuid;
 
@@ -205,21 +203,7 @@ impl DebitsQuery {
                 })
             })
             .transpose()?;
-        let from = self
-            .from
-            .map(|t| check_timestamp("from", t))
-            .transpose()
-            .map_err(field)?;
-        let to = self
-            .to
-            .map(|t| check_timestamp("to", t))
-            .transpose()
-            .map_err(field)?;
-        if let (Some(from), Some(to)) = (from, to) {
-            if from >= to {
-                return Err(field(InvalidField::new("to", "must be later than from")));
-            }
-        }
+        let (from, to) = time_range(self.from, self.to)?;
         let operation = self
             .operation
             .map(|o| OperationName::parse("operation", &o).map(|o| o.to_string()))

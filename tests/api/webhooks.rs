@@ -825,7 +825,10 @@ async fn a_pool_below_its_low_balance_is_announced_once_and_again_when_it_recove
         events.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
         ["credits.balance_low", "credits.balance_recovered"]
     );
-    assert_eq!(events[1].1["available"], 100, "back at the line is recovered");
+    assert_eq!(
+        events[1].1["available"], 100,
+        "back at the line is recovered"
+    );
 
     // Low again after recovering: announced again.
     app.debit("key_1", json!({"cost": 20}))

@@ -200,11 +200,14 @@ pub async fn balance(
     Ok(Json(state.ledger.balance(&key).await?))
 }
 
+/// A time filter's bounds, `from` (inclusive) and `to` (exclusive), each optional.
+pub(crate) type TimeRange = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// A `from`..`to` filter: each within the years the ledger takes, `to` later than `from`.
 pub(crate) fn time_range(
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
-) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), ApiError> {
+) -> Result<TimeRange, ApiError> {
     let field = |f| ApiError::invalid_field("invalid_request", &f);
     let from = from
         .map(|t| check_timestamp("from", t))

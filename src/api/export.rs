@@ -15,7 +15,7 @@ use crate::service::ServiceError;
 /// Rows read from the database per page of an export.
 pub const EXPORT_PAGE: i64 = 1000;
 
-/// Whether the caller asked for CSV (`Accept: text/csv`).
+/// Whether the caller asked for CSV (`Accept: text/csv`, not with `q=0`).
 pub fn wants_csv(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT)
@@ -23,10 +23,18 @@ pub fn wants_csv(headers: &HeaderMap) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|media| {
-            media
-                .split(';')
+            let mut parts = media.split(';');
+            let csv = parts
                 .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/csv"))
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/csv"));
+            // `text/csv;q=0` says "not CSV".
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            csv && !refused
         })
 }
 
@@ -198,4 +206,34 @@ where
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn csv_is_chosen_only_when_asked_for() {
+        assert!(wants_csv(&accept("text/csv")));
+        assert!(wants_csv(&accept(
+            "application/json;q=0.5, Text/CSV; charset=utf-8"
+        )));
+        assert!(!wants_csv(&accept("application/json")));
+        assert!(!wants_csv(&accept("text/csv;q=0, application/json")));
+        assert!(!wants_csv(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn a_text_cell_never_runs_as_a_formula() {
+        assert_eq!(text(Some("=1+1")), "'=1+1");
+        assert_eq!(text(Some("@SUM(A1)")), "'@SUM(A1)");
+        assert_eq!(text(Some("search")), "search");
+        assert_eq!(text(None), "");
+    }
 }

@@ -77,8 +77,8 @@ pub async fn list(
           WHERE key_id = $1
             AND (created_at, id) < (COALESCE($2::timestamptz, 'infinity'),
                                     COALESCE($3::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'))
-            AND ($4::timestamptz IS NULL OR created_at >= $4)
-            AND ($5::timestamptz IS NULL OR created_at < $5)
+            AND created_at >= COALESCE($4::timestamptz, '-infinity')
+            AND created_at < COALESCE($5::timestamptz, 'infinity')
             AND ($6::text IS NULL OR operation = $6)
           ORDER BY created_at DESC, id DESC
           LIMIT $7"

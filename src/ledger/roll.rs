@@ -164,6 +164,15 @@ pub fn roll_to(
         now,
     );
 
+    // A pool announced low stays so into the new period, so that the allowance the roll brings
+    // is announced as its recovery (and a pool still low is not announced twice).
+    let still_low: Vec<(PoolName, DateTime<Utc>)> = state
+        .alerts
+        .values()
+        .filter(|a| a.period_start == old_start)
+        .filter_map(|a| a.low_at.map(|at| (a.pool.clone(), at)))
+        .collect();
+
     // The account moves to the new period first, so what follows is journaled in it.
     state.account.plan_id = plan.id.clone();
     state.account.billing_anchor = anchor;
@@ -172,6 +181,9 @@ pub fn roll_to(
     state.touch_account(now);
     if state.plan.id != plan.id || state.plan.version != plan.version {
         state.plan = plan.clone();
+    }
+    for (pool, at) in still_low {
+        state.alerts_mut(&pool).low_at = Some(at);
     }
 
     for (pool, rollover) in carried {

@@ -836,6 +836,21 @@ async fn a_pool_below_its_low_balance_is_announced_once_and_again_when_it_recove
         .assert_status(201);
     assert_eq!(low(&app).await.len(), 3);
 
+    // The next period's allowance is its recovery.
+    app.clock.advance(Duration::days(32));
+    credit_ledger::scheduler::run_once(&app.ledger).await;
+    let events = low(&app).await;
+    assert_eq!(
+        events.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
+        [
+            "credits.balance_low",
+            "credits.balance_recovered",
+            "credits.balance_low",
+            "credits.balance_recovered"
+        ]
+    );
+    assert!(events[3].1["available"].as_i64().unwrap() >= 500);
+
     // An unlimited pool takes no low_balance.
     let refused = app
         .put("/v1/plans/free")

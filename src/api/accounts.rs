@@ -152,7 +152,7 @@ pub async fn get(
     AppPath(raw_key): AppPath<String>,
 ) -> Result<Json<Account>, ApiError> {
     let key = key_id(&raw_key)?;
-    Ok(Json(state.ledger.get_account(&key).await?))
+    Ok(Json(state.ledger.account_with_forecast(&key).await?))
 }
 
 #[derive(Debug, Deserialize)]

@@ -101,7 +101,14 @@ impl UsageParams {
         let invalid = |f| ApiError::invalid_field("invalid_request", &f);
         let from = match self.from {
             Some(from) => check_timestamp("from", from).map_err(invalid)?,
-            None => state.ledger.balance(account).await?.period.start,
+            None => {
+                state
+                    .ledger
+                    .get_account(account)
+                    .await?
+                    .current_period
+                    .start
+            }
         };
         let to = match self.to {
             Some(to) => check_timestamp("to", to).map_err(invalid)?,

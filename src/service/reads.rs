@@ -41,8 +41,15 @@ impl Ledger {
             .ok_or_else(|| target.not_found())?)
     }
 
-    /// One account with its balance, and each pool's forecast from its recent pace.
     pub async fn get_account(&self, key_id: &KeyId) -> Result<Account, ServiceError> {
+        let state = self.current_state(&Target::Account(key_id.clone())).await?;
+        Ok(view::account(&state, self.now_in(&state))?)
+    }
+
+    /// One account as its own reads show it: with each pool's forecast from its recent pace
+    /// (one more query, so only where the forecast is shown, not where an account is only
+    /// looked up).
+    pub async fn account_with_forecast(&self, key_id: &KeyId) -> Result<Account, ServiceError> {
         let state = self.current_state(&Target::Account(key_id.clone())).await?;
         let now = self.now_in(&state);
         let mut account = view::account(&state, now)?;
@@ -65,8 +72,9 @@ impl Ledger {
         self.now().max(state.account.period_start)
     }
 
+    /// An account's balance, with each pool's forecast.
     pub async fn balance(&self, key_id: &KeyId) -> Result<Balance, ServiceError> {
-        Ok(self.get_account(key_id).await?.balance)
+        Ok(self.account_with_forecast(key_id).await?.balance)
     }
 
     /// Accounts in key order; `after` is the last key of the previous page.

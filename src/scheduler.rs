@@ -19,10 +19,11 @@ pub const IDEMPOTENCY_RETENTION_DAYS: i64 = 30;
 /// One pass of maintenance; what the scheduled job runs.
 pub async fn run_once(ledger: &Ledger) {
     match ledger.maintain_due(BATCH).await {
-        Ok(done) if done.rolled > 0 || done.expired > 0 => {
+        Ok(done) if done.rolled > 0 || done.expired > 0 || done.warned > 0 => {
             tracing::info!(
                 periods_rolled = done.rolled,
                 grants_expired = done.expired,
+                grants_expiring = done.warned,
                 "maintenance pass"
             );
         }

@@ -30,7 +30,8 @@ pub async fn exists(conn: &mut PgConnection, key_id: &str) -> Result<bool, sqlx:
         .await
 }
 
-/// Accounts whose period has ended, or that hold expired unjournaled grants or expired holds.
+/// Accounts whose period has ended, that hold expired unjournaled grants or expired holds, or
+/// that hold a grant to announce as expiring within their plan's `expiry_warning_days`.
 pub async fn due_for_maintenance(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
@@ -47,6 +48,22 @@ pub async fn due_for_maintenance(
              (SELECT key_id FROM reservations
                WHERE status = 'active' AND expires_at <= $1
                ORDER BY expires_at LIMIT $2)
+             UNION
+             -- Bounded by the longest warning any plan gives, so the index range scanned is
+             -- only the grants some plan could warn about now.
+             (SELECT g.key_id FROM grants g
+                JOIN accounts a ON a.key_id = g.key_id
+                JOIN plan_heads h ON h.id = a.plan_id
+                JOIN plans p ON p.id = h.id AND p.version = h.latest_version
+               WHERE g.remaining > 0 AND g.voided_at IS NULL AND g.expiry_warned_at IS NULL
+                 AND g.kind IN ('pack', 'promotional', 'adjustment', 'refund')
+                 AND g.expires_at > $1
+                 AND g.expires_at <= $1 + make_interval(days => (
+                         SELECT coalesce(max(lp.expiry_warning_days), 0)
+                           FROM plan_heads lh
+                           JOIN plans lp ON lp.id = lh.id AND lp.version = lh.latest_version))
+                 AND g.expires_at <= $1 + make_interval(days => p.expiry_warning_days)
+               ORDER BY g.expires_at LIMIT $2)
          ) due ORDER BY key_id LIMIT $2",
     )
     .bind(now)

@@ -18,6 +18,7 @@ pub struct PlanRow {
     ratelimits: Json<serde_json::Value>,
     thresholds: Json<serde_json::Value>,
     packs: Json<serde_json::Value>,
+    expiry_warning_days: i32,
     created_at: DateTime<Utc>,
 }
 
@@ -39,6 +40,7 @@ impl PlanRow {
                 thresholds: serde_json::from_value(self.thresholds.0)
                     .map_err(|e| decode(Box::new(e)))?,
                 packs: serde_json::from_value(self.packs.0).map_err(|e| decode(Box::new(e)))?,
+                expiry_warning_days: self.expiry_warning_days,
             },
             created_at: self.created_at,
         })
@@ -46,7 +48,7 @@ impl PlanRow {
 }
 
 const COLUMNS: &str = "p.id, p.version, p.name, p.interval, p.pools, p.operations, p.ratelimits, \
-                       p.thresholds, p.packs, p.created_at";
+                       p.thresholds, p.packs, p.expiry_warning_days, p.created_at";
 
 /// The latest version of a plan, or a given one.
 pub async fn get(
@@ -129,8 +131,8 @@ pub async fn insert_version(
 ) -> Result<Plan, sqlx::Error> {
     sqlx::query(
         "INSERT INTO plans (id, version, name, interval, pools, operations, ratelimits, created_at,
-                            thresholds, packs)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                            thresholds, packs, expiry_warning_days)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(id.as_str())
     .bind(version)
@@ -142,6 +144,7 @@ pub async fn insert_version(
     .bind(now)
     .bind(Json(&definition.thresholds))
     .bind(Json(&definition.packs))
+    .bind(definition.expiry_warning_days)
     .execute(&mut *conn)
     .await?;
     sqlx::query("UPDATE plan_heads SET latest_version = $2, updated_at = $3 WHERE id = $1")

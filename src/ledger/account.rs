@@ -73,6 +73,7 @@ pub fn open(
             pool: pool.clone(),
             allowance: spec.allowance,
             used: 0,
+            allowance_used: 0,
             overage_limit: spec.overage_limit,
             overage_used: 0,
             period_start: period.start,

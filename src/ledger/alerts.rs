@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::error::{Exhausted, LedgerError};
 use super::state::AccountState;
-use super::types::PoolName;
+use super::types::{GrantKind, PoolName};
 
 pub const THRESHOLD_REACHED: &str = "credits.threshold_reached";
 pub const THRESHOLD_RESOLVED: &str = "credits.threshold_resolved";
@@ -18,9 +18,10 @@ pub const GRANT_EXPIRED: &str = "grant.expired";
 pub const RESERVATION_EXPIRED: &str = "reservation.expired";
 pub const BALANCE_LOW: &str = "credits.balance_low";
 pub const BALANCE_RECOVERED: &str = "credits.balance_recovered";
+pub const GRANT_EXPIRING: &str = "grant.expiring";
 
 /// Every event type, for webhook endpoint subscriptions.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 13] = [
     THRESHOLD_REACHED,
     THRESHOLD_RESOLVED,
     EXHAUSTED,
@@ -33,7 +34,52 @@ pub const ALL: [&str; 12] = [
     super::top_up::FAILED,
     BALANCE_LOW,
     BALANCE_RECOVERED,
+    GRANT_EXPIRING,
 ];
+
+/// Announces `grant.expiring` once for each pack, promotional, adjustment or refund grant with
+/// credits left that expires within the plan's `expiry_warning_days` of `now` (allowance and
+/// rollover grants end with every period, which `next_allowance` already tells). Returns how
+/// many were announced.
+pub fn grants_expiring(state: &mut AccountState, now: DateTime<Utc>) -> Result<u64, LedgerError> {
+    let days = state.plan.expiry_warning_days;
+    if days <= 0 {
+        return Ok(0);
+    }
+    let horizon = now + chrono::TimeDelta::days(i64::from(days));
+    let due: Vec<uuid::Uuid> = state
+        .grants
+        .iter()
+        .filter(|g| {
+            matches!(
+                g.kind,
+                GrantKind::Pack
+                    | GrantKind::Promotional
+                    | GrantKind::Adjustment
+                    | GrantKind::Refund
+            ) && g.remaining > 0
+                && g.expiry_warned_at.is_none()
+                && g.is_active(now)
+                && g.expires_at.is_some_and(|e| e <= horizon)
+        })
+        .map(|g| g.id)
+        .collect();
+    let key_id = state.key_id().clone();
+    for id in &due {
+        state.update_grant(*id, |g| g.expiry_warned_at = Some(now))?;
+        let Some(grant) = state.grant(*id).cloned() else {
+            continue;
+        };
+        state.emit(
+            GRANT_EXPIRING,
+            json!({"key_id": key_id, "grant_id": grant.id, "pool": grant.pool,
+                   "kind": grant.kind, "pack": grant.pack, "remaining": grant.remaining,
+                   "expires_at": grant.expires_at, "warning_days": days}),
+            now,
+        );
+    }
+    Ok(due.len() as u64)
+}
 
 /// After a change: each pool with a `low_balance` whose available credits (every grant counted)
 /// are now below it is announced as low, once until it recovers; one announced low that is back
@@ -75,8 +121,9 @@ pub fn balance_low(state: &mut AccountState, now: DateTime<Utc>) -> Result<(), L
     Ok(())
 }
 
-/// After `used` went from `old_used` to `new_used`: announces each of the plan's thresholds (a
-/// percentage of the period's allowance) that it crossed, once per period.
+/// After `allowance_used` went from `old_used` to `new_used`: announces each of the plan's
+/// thresholds (a percentage of the period's allowance) that it crossed, once per period. Credits
+/// paid for by rollover, packs or other grants, or by overage, are not allowance used.
 pub fn thresholds_reached(
     state: &mut AccountState,
     pool: &PoolName,
@@ -101,6 +148,7 @@ pub fn thresholds_reached(
         .collect();
     let period = json!({"start": state.account.period_start, "end": state.account.period_end});
     let key_id = state.key_id().clone();
+    let used = state.pool(pool)?.used;
     for threshold in thresholds {
         if state
             .alerts(pool)
@@ -111,8 +159,9 @@ pub fn thresholds_reached(
         state.alerts_mut(pool).thresholds_reached.push(threshold);
         state.emit(
             THRESHOLD_REACHED,
-            json!({"key_id": key_id, "pool": pool, "threshold": threshold, "used": new_used,
-                   "allowance": allowance, "available": available, "period": period}),
+            json!({"key_id": key_id, "pool": pool, "threshold": threshold,
+                   "allowance_used": new_used, "used": used, "allowance": allowance,
+                   "available": available, "period": period}),
             now,
         );
     }

@@ -12,7 +12,7 @@ use super::model::{Debit, Drawn};
 use super::order::draw;
 use super::pricing::{price, DebitSpec};
 use super::state::{AccountState, DebitRecord, EntryRefs};
-use super::types::{EntryKind, PoolName};
+use super::types::{EntryKind, GrantKind, PoolName};
 use super::view;
 
 /// A debit request after validation.
@@ -183,10 +183,21 @@ pub fn book(
     now: DateTime<Utc>,
 ) -> Result<(), LedgerError> {
     let pool = record.pool.clone();
+    let from_allowance: i64 = record
+        .drawn
+        .iter()
+        .filter(|d| d.kind == GrantKind::Allowance)
+        .map(|d| d.amount)
+        .sum();
     let counters = state.pool_mut(&pool)?;
-    let old_used = counters.used;
-    counters.used = super::error::checked(old_used.checked_add(record.cost), "the period's use")?;
-    let new_used = counters.used;
+    counters.used =
+        super::error::checked(counters.used.checked_add(record.cost), "the period's use")?;
+    let old_used = counters.allowance_used;
+    counters.allowance_used = super::error::checked(
+        old_used.checked_add(from_allowance),
+        "the period's allowance use",
+    )?;
+    let new_used = counters.allowance_used;
     alerts::thresholds_reached(state, &pool, old_used, new_used, record.remaining, now)?;
     state.add_usage(
         now,

@@ -52,7 +52,11 @@ pub struct PoolBalance {
     pub available: Option<i64>,
     pub reserved: i64,
     pub allowance: Option<i64>,
+    /// Every credit this period's accepted debits took, from any grant or the overage.
     pub used: i64,
+    /// The part of `used` the period's allowance paid for: what thresholds measure.
+    #[serde(default)]
+    pub allowance_used: i64,
     pub overage_used: i64,
     pub overage_limit: i64,
     /// Active grants (in effect, not expired, not voided) in consumption order.

@@ -80,6 +80,19 @@ pub struct PlanDefinition {
     /// The pack catalogue: what can be bought or granted by pack id.
     #[serde(default)]
     pub packs: BTreeMap<PackId, Pack>,
+    /// How many days before a pack, promotional, adjustment or refund grant with credits left
+    /// expires `grant.expiring` is announced; 0 announces nothing.
+    #[serde(default = "default_expiry_warning_days")]
+    pub expiry_warning_days: i32,
+}
+
+/// The warning a plan gives before a grant expires when it names none, in days.
+pub const DEFAULT_EXPIRY_WARNING_DAYS: i32 = 7;
+/// The longest warning a plan may give, in days.
+pub const EXPIRY_WARNING_DAYS_MAX: i32 = 365;
+
+fn default_expiry_warning_days() -> i32 {
+    DEFAULT_EXPIRY_WARNING_DAYS
 }
 
 /// The thresholds a plan announces when it names none.
@@ -120,6 +133,7 @@ impl Plan {
                 ratelimits: Vec::new(),
                 thresholds: DEFAULT_THRESHOLDS.to_vec(),
                 packs: BTreeMap::new(),
+                expiry_warning_days: DEFAULT_EXPIRY_WARNING_DAYS,
             },
             created_at: Utc::now(),
         }
@@ -141,6 +155,8 @@ pub struct PlanBody {
     pub thresholds: Option<Vec<i64>>,
     #[serde(default)]
     pub packs: BTreeMap<String, PackBody>,
+    #[serde(default)]
+    pub expiry_warning_days: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -358,6 +374,20 @@ impl PlanBody {
             }
         };
         let packs = validate_packs(self.packs, &pools)?;
+        let expiry_warning_days = match self.expiry_warning_days {
+            None => DEFAULT_EXPIRY_WARNING_DAYS,
+            Some(days) => i32::try_from(days)
+                .ok()
+                .filter(|d| (0..=EXPIRY_WARNING_DAYS_MAX).contains(d))
+                .ok_or_else(|| {
+                    InvalidField::new(
+                        "expiry_warning_days",
+                        format!(
+                            "must be from 0 (no warnings) to {EXPIRY_WARNING_DAYS_MAX} days, got {days}"
+                        ),
+                    )
+                })?,
+        };
         Ok(PlanDefinition {
             name,
             interval: self.interval,
@@ -366,6 +396,7 @@ impl PlanBody {
             ratelimits,
             thresholds,
             packs,
+            expiry_warning_days,
         })
     }
 }

@@ -47,6 +47,7 @@ pub fn change_plan(
                         pool: pool.clone(),
                         allowance: Some(0),
                         used: 0,
+                        allowance_used: 0,
                         overage_limit: 0,
                         overage_used: 0,
                         period_start,
@@ -106,10 +107,10 @@ fn prorate_difference(
         let spec = plan.pools.get(&pool);
         let old = state.pools.get(&pool).map_or(Some(0), |p| p.allowance);
         let new = spec.map_or(Some(0), |s| s.allowance);
-        let (used, overage_used) = state
+        let (used, allowance_used, overage_used) = state
             .pools
             .get(&pool)
-            .map_or((0, 0), |p| (p.used, p.overage_used));
+            .map_or((0, 0, 0), |p| (p.used, p.allowance_used, p.overage_used));
         // Overage already taken stays owed; a lower limit cannot make it a breach of the floor
         // (rule 1), so this period's limit never drops below it. The next period starts on the
         // new plan's limit.
@@ -123,6 +124,7 @@ fn prorate_difference(
             pool: pool.clone(),
             allowance: new,
             used,
+            allowance_used,
             overage_limit,
             overage_used,
             period_start,

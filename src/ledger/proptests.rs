@@ -232,6 +232,7 @@ fn plan() -> impl Strategy<Value = Plan> {
                     ratelimits: Vec::new(),
                     thresholds: DEFAULT_THRESHOLDS.to_vec(),
                     packs: Default::default(),
+                    expiry_warning_days: super::plan::DEFAULT_EXPIRY_WARNING_DAYS,
                 },
                 created_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
             }
@@ -2330,6 +2331,7 @@ fn plan_of(interval: Interval, credits: (i64, i64), tokens: Option<(i64, i64)>) 
             ratelimits: Vec::new(),
             thresholds: DEFAULT_THRESHOLDS.to_vec(),
             packs: Default::default(),
+            expiry_warning_days: super::plan::DEFAULT_EXPIRY_WARNING_DAYS,
         },
         created_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
     })

@@ -133,7 +133,22 @@ pub fn refund(
         )));
     }
     if same_period {
-        state.pool_mut(&pool)?.used -= amount;
+        // What goes back to this period's allowance grant is allowance no longer used.
+        let to_allowance: i64 = parts
+            .iter()
+            .filter(|p| {
+                p.grant_id.is_some_and(|id| {
+                    debit
+                        .drawn
+                        .iter()
+                        .any(|d| d.grant_id == id && d.kind == GrantKind::Allowance)
+                })
+            })
+            .map(|p| p.amount)
+            .sum();
+        let counters = state.pool_mut(&pool)?;
+        counters.used -= amount;
+        counters.allowance_used = (counters.allowance_used - to_allowance).max(0);
     }
     state.debits[index].refunded += amount;
     state.effects.debits.insert(debit_id);

@@ -21,6 +21,9 @@ use super::types::{EntryKind, GrantKind, PoolName};
 pub struct Maintenance {
     pub rolled: usize,
     pub expired: u64,
+    /// Grants announced as expiring soon (`grant.expiring`).
+    #[serde(default)]
+    pub warned: u64,
 }
 
 /// Whether the account has anything to bring up to date at `now`.
@@ -67,6 +70,7 @@ pub fn catch_up(state: &mut AccountState, now: DateTime<Utc>) -> Result<Maintena
     release::release_lapsed(state, now, now)?;
     done.expired += expire_due(state, now, false, now)?;
     add_missing_pools(state);
+    done.warned = alerts::grants_expiring(state, now)?;
     Ok(done)
 }
 
@@ -87,6 +91,7 @@ fn add_missing_pools(state: &mut AccountState) {
             pool,
             allowance,
             used: 0,
+            allowance_used: 0,
             overage_limit,
             overage_used: 0,
             period_start,
@@ -197,6 +202,7 @@ pub fn roll_to(
             pool: pool.clone(),
             allowance,
             used: 0,
+            allowance_used: 0,
             overage_limit: spec.map_or(0, |s| s.overage_limit),
             overage_used: 0,
             period_start: new.start,

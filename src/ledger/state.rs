@@ -42,7 +42,12 @@ pub struct AccountRecord {
 pub struct PoolCounters {
     pub pool: PoolName,
     pub allowance: Option<i64>,
+    /// Every credit the period's accepted debits took, whatever grant or overage paid for it.
     pub used: i64,
+    /// The part of `used` this period's allowance grant paid for (net of refunds): what the
+    /// percentage thresholds measure. At most the allowance.
+    #[serde(default)]
+    pub allowance_used: i64,
     pub overage_limit: i64,
     pub overage_used: i64,
     pub period_start: DateTime<Utc>,
@@ -72,6 +77,9 @@ pub struct GrantRecord {
     /// The catalogue pack it was made from.
     #[serde(default)]
     pub pack: Option<PackId>,
+    /// When `grant.expiring` was announced for it.
+    #[serde(default)]
+    pub expiry_warned_at: Option<DateTime<Utc>>,
 }
 
 impl GrantRecord {
@@ -517,6 +525,7 @@ impl AccountState {
             created_at: now,
             voided_at: None,
             pack: new.pack,
+            expiry_warned_at: None,
         });
         self.effects.grants.insert(id);
         self.journal(

@@ -67,6 +67,7 @@ pub fn balance(state: &AccountState, now: DateTime<Utc>) -> Result<Balance, Ledg
             reserved: state.reserved(name),
             allowance: counters.allowance,
             used: counters.used,
+            allowance_used: counters.allowance_used,
             overage_used: counters.overage_used,
             overage_limit: counters.overage_limit,
             grants: pool_grants(state, name, now),

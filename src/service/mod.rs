@@ -484,9 +484,10 @@ impl Ledger {
                 // One failing account must not hold up the others.
                 match self.maintain_one(key_id).await {
                     Ok(done) => {
-                        progressed |= done.rolled > 0 || done.expired > 0;
+                        progressed |= done.rolled > 0 || done.expired > 0 || done.warned > 0;
                         total.rolled += done.rolled;
                         total.expired += done.expired;
+                        total.warned += done.warned;
                     }
                     Err(err) => {
                         tracing::error!(key_id = %key_id, error = %err, "maintenance of an account failed")

@@ -192,7 +192,11 @@
   function poolCard(pool) {
     const used = pool.used || 0;
     const allowance = pool.allowance;
-    const share = allowance ? Math.min(100, Math.round((used / allowance) * 100)) : null;
+    // The meter and "of N allowance" count what the allowance paid for; what packs, rollover
+    // or overage paid for is said apart, so 120 used never reads as "120 of 100".
+    const fromAllowance = pool.allowance_used ?? Math.min(used, allowance || 0);
+    const beyond = used - fromAllowance;
+    const share = allowance ? Math.min(100, Math.round((fromAllowance / allowance) * 100)) : null;
     const bar = el("div", { class: "meter", role: "presentation" }, el("span", {}));
     if (share !== null) bar.firstChild.style.width = `${share}%`;
     return el("section", { class: "card", "data-pool": pool.pool },
@@ -201,7 +205,10 @@
       el("div", { class: "muted" }, "credits available"),
       share !== null ? bar : null,
       el("p", { class: "hint" },
-        `Used this period: ${fmt.n(used)}` + (allowance ? ` of ${fmt.n(allowance)} allowance` : "") +
+        (allowance
+          ? `Allowance used this period: ${fmt.n(fromAllowance)} of ${fmt.n(allowance)}` +
+            (beyond > 0 ? ` · ${fmt.n(beyond)} more from packs, rollover or overage` : "")
+          : `Used this period: ${fmt.n(used)}`) +
         (pool.reserved ? ` · reserved: ${fmt.n(pool.reserved)}` : "") +
         (pool.overage_limit ? ` · overage: ${fmt.n(pool.overage_used)} of ${fmt.n(pool.overage_limit)}` : "")));
   }

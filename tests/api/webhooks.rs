@@ -861,3 +861,151 @@ async fn a_pool_below_its_low_balance_is_announced_once_and_again_when_it_recove
     refused.assert_error(422, "invalid_plan");
     app.assert_audit_clean().await;
 }
+
+/// The events of one type so far: payloads, oldest first.
+async fn events_of(app: &TestApp, event_type: &str) -> Vec<Value> {
+    sqlx::query_scalar::<_, Value>("SELECT payload FROM events WHERE type = $1 ORDER BY seq")
+        .bind(event_type)
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn thresholds_measure_the_allowance_used_not_what_packs_paid_for() {
+    let app = spawn_app().await;
+    app.put_plan(
+        "pro",
+        json!({"name": "Pro", "interval": "month",
+               "pools": {"credits": {"allowance": 100}},
+               "operations": {"job": {"cost": 1}}}),
+    )
+    .await;
+    app.create_account("key_1", "pro").await;
+    let now = app.clock.now();
+    // A pack that expires before the period ends is spent before the allowance.
+    app.post("/v1/accounts/key_1/grants")
+        .json(json!({"kind": "pack", "amount": 50,
+                     "expires_at": (now + Duration::days(3)).to_rfc3339()}))
+        .send()
+        .await
+        .assert_status(201);
+    app.post("/v1/accounts/key_1/grants")
+        .json(json!({"kind": "pack", "amount": 500}))
+        .send()
+        .await
+        .assert_status(201);
+    app.debit("key_1", json!({"cost": 50}))
+        .await
+        .assert_status(201);
+    assert!(
+        events_of(&app, "credits.threshold_reached")
+            .await
+            .is_empty(),
+        "the short pack paid for those 50: no allowance was used"
+    );
+    let debit = app.debit("key_1", json!({"cost": 120})).await;
+    debit.assert_status(201);
+    let reached = events_of(&app, "credits.threshold_reached").await;
+    assert_eq!(reached.len(), 2, "{reached:?}");
+    assert_eq!(reached[1]["threshold"], 100);
+    assert_eq!(reached[1]["allowance_used"], 100);
+    assert_eq!(reached[1]["used"], 170);
+
+    let balance = app.get("/v1/accounts/key_1/balance").send().await;
+    let pool = &balance.body["pools"][0];
+    assert_eq!(pool["used"], 170, "every credit debited this period");
+    assert_eq!(pool["allowance_used"], 100, "the allowance's share of it");
+    assert_eq!(pool["allowance"], 100);
+
+    // A refund goes back to the grants in reverse: 20 to the long pack, then 30 to the
+    // allowance, which is allowance no longer used.
+    let id = debit.body["id"].as_str().unwrap();
+    app.post(&format!("/v1/debits/{id}/refunds"))
+        .json(json!({"amount": 50}))
+        .send()
+        .await
+        .assert_status(201);
+    let balance = app.get("/v1/accounts/key_1/balance").send().await;
+    let pool = &balance.body["pools"][0];
+    assert_eq!(pool["used"], 120);
+    assert_eq!(pool["allowance_used"], 70);
+
+    // The next period starts with none used.
+    app.clock.advance(Duration::days(32));
+    let balance = app.get("/v1/accounts/key_1/balance").send().await;
+    assert_eq!(balance.body["pools"][0]["allowance_used"], 0);
+    app.assert_audit_clean().await;
+}
+
+#[tokio::test]
+async fn a_grant_with_credits_left_is_announced_once_before_it_expires() {
+    let app = spawn_app().await;
+    let refused = app
+        .put("/v1/plans/pro")
+        .json(json!({"name": "Pro", "interval": "month",
+                     "pools": {"credits": {"allowance": 100}}, "expiry_warning_days": 400}))
+        .send()
+        .await;
+    refused.assert_error(422, "invalid_plan");
+    assert_eq!(
+        refused.body["error"]["details"]["field"], "expiry_warning_days",
+        "{}",
+        refused.body
+    );
+    let plan = app
+        .put_plan(
+            "pro",
+            json!({"name": "Pro", "interval": "month",
+                   "pools": {"credits": {"allowance": 100}}, "expiry_warning_days": 3}),
+        )
+        .await;
+    assert_eq!(plan["expiry_warning_days"], 3);
+    app.create_account("key_1", "pro").await;
+    let now = app.clock.now();
+    let in_days = |d: i64| (now + Duration::days(d)).to_rfc3339();
+    let grant = |kind: &str, amount: i64, expires: String| {
+        app.post("/v1/accounts/key_1/grants")
+            .json(json!({"kind": kind, "amount": amount, "expires_at": expires}))
+            .send()
+    };
+    let promo = grant("promotional", 40, in_days(10)).await;
+    promo.assert_status(201);
+    let spent = grant("pack", 5, in_days(9)).await;
+    spent.assert_status(201);
+    let later = grant("pack", 70, in_days(20)).await;
+    later.assert_status(201);
+    // The 5-credit pack expires first, so it is spent first and has nothing left to warn of.
+    app.debit("key_1", json!({"cost": 5}))
+        .await
+        .assert_status(201);
+
+    credit_ledger::scheduler::run_once(&app.ledger).await;
+    assert!(events_of(&app, "grant.expiring").await.is_empty());
+
+    app.clock.advance(Duration::days(8));
+    credit_ledger::scheduler::run_once(&app.ledger).await;
+    credit_ledger::scheduler::run_once(&app.ledger).await;
+    let expiring = events_of(&app, "grant.expiring").await;
+    assert_eq!(
+        expiring.len(),
+        1,
+        "once, and only the promotion: {expiring:?}"
+    );
+    assert_eq!(expiring[0]["grant_id"], promo.body["id"]);
+    assert_eq!(expiring[0]["kind"], "promotional");
+    assert_eq!(expiring[0]["remaining"], 40);
+    assert_eq!(expiring[0]["expires_at"], promo.body["expires_at"]);
+    assert_eq!(expiring[0]["warning_days"], 3);
+
+    // A change to the account announces what came due too, without the scheduler.
+    app.clock.advance(Duration::days(9));
+    app.debit("key_1", json!({"cost": 1}))
+        .await
+        .assert_status(201);
+    let expiring = events_of(&app, "grant.expiring").await;
+    assert_eq!(expiring.len(), 2, "{expiring:?}");
+    assert_eq!(expiring[1]["grant_id"], later.body["id"]);
+    assert_eq!(expiring[1]["remaining"], 70);
+    app.assert_audit_clean().await;
+}

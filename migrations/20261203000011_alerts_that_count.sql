@@ -1,0 +1,185 @@
+-- Issue 14: what thresholds measure, and warnings before grants expire.
+
+-- `used` stays every credit the period's debits took; `allowance_used` is the part this period's
+-- allowance grant paid for, which the percentage thresholds measure. Rows of the period in
+-- progress are filled from their debits (what they drew from allowance grants) less the refunds
+-- that went back to an allowance grant.
+ALTER TABLE account_pools ADD COLUMN allowance_used bigint NOT NULL DEFAULT 0;
+UPDATE account_pools ap
+   SET allowance_used = greatest(0,
+       coalesce((SELECT sum((x->>'amount')::bigint)
+                   FROM debits d, jsonb_array_elements(d.drawn) x
+                  WHERE d.key_id = ap.key_id AND d.pool = ap.pool
+                    AND d.period_start = ap.period_start AND x->>'kind' = 'allowance'), 0)
+     - coalesce((SELECT sum((x->>'amount')::bigint)
+                   FROM refunds f
+                   JOIN debits d ON d.key_id = f.key_id AND d.id = f.debit_id
+                  CROSS JOIN LATERAL jsonb_array_elements(f.parts) x
+                   JOIN grants g ON g.key_id = f.key_id AND g.id = (x->>'grant_id')::uuid
+                  WHERE f.key_id = ap.key_id AND d.pool = ap.pool
+                    AND d.period_start = ap.period_start AND g.kind = 'allowance'), 0))
+ WHERE ap.used > 0;
+
+-- grant.expiring: how many days ahead a plan warns, and when a grant was warned about.
+ALTER TABLE plans ADD COLUMN expiry_warning_days integer NOT NULL DEFAULT 7
+    CHECK (expiry_warning_days BETWEEN 0 AND 365);
+ALTER TABLE grants ADD COLUMN expiry_warned_at timestamptz;
+-- The scheduler finds the grants still to warn about here, soonest expiry first.
+CREATE INDEX grants_expiry_unwarned ON grants (expires_at)
+    WHERE remaining > 0 AND voided_at IS NULL AND expiry_warned_at IS NULL
+      AND kind IN ('pack', 'promotional', 'adjustment', 'refund');
+
+-- The persist function of 20261203000010, with `allowance_used` and `expiry_warned_at` written.
+CREATE OR REPLACE FUNCTION ledger_persist(p_doc jsonb) RETURNS void
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+BEGIN
+    IF p_doc ? 'new_accounts' THEN
+        INSERT INTO accounts (key_id, plan_id, billing_anchor, period_start, period_end, external_id,
+                              metadata, created_at, updated_at, shared, auto_top_up)
+        SELECT key_id, plan_id, billing_anchor, period_start, period_end, external_id, metadata,
+               created_at, updated_at, shared, auto_top_up
+          FROM jsonb_populate_recordset(NULL::accounts, p_doc->'new_accounts');
+    END IF;
+    IF p_doc ? 'changed_accounts' THEN
+        INSERT INTO accounts AS a (key_id, plan_id, billing_anchor, period_start, period_end,
+                                   external_id, metadata, created_at, updated_at, shared,
+                                   auto_top_up)
+        SELECT key_id, plan_id, billing_anchor, period_start, period_end, external_id, metadata,
+               created_at, updated_at, shared, auto_top_up
+          FROM jsonb_populate_recordset(NULL::accounts, p_doc->'changed_accounts')
+        ON CONFLICT (key_id) DO UPDATE
+           SET plan_id = EXCLUDED.plan_id, billing_anchor = EXCLUDED.billing_anchor,
+               period_start = EXCLUDED.period_start, period_end = EXCLUDED.period_end,
+               external_id = EXCLUDED.external_id, metadata = EXCLUDED.metadata,
+               updated_at = EXCLUDED.updated_at, shared = EXCLUDED.shared,
+               auto_top_up = EXCLUDED.auto_top_up;
+    END IF;
+    IF p_doc ? 'pools' THEN
+        INSERT INTO account_pools (key_id, pool, allowance, used, overage_limit, overage_used,
+                                   period_start, top_up_in_flight, top_ups_requested,
+                                   allowance_used)
+        SELECT key_id, pool, allowance, used, overage_limit, overage_used, period_start,
+               top_up_in_flight, coalesce(top_ups_requested, 0), coalesce(allowance_used, 0)
+          FROM jsonb_populate_recordset(NULL::account_pools, p_doc->'pools')
+        ON CONFLICT (key_id, pool) DO UPDATE
+           SET allowance = EXCLUDED.allowance, used = EXCLUDED.used,
+               allowance_used = EXCLUDED.allowance_used,
+               overage_limit = EXCLUDED.overage_limit, overage_used = EXCLUDED.overage_used,
+               period_start = EXCLUDED.period_start,
+               top_up_in_flight = EXCLUDED.top_up_in_flight,
+               top_ups_requested = EXCLUDED.top_ups_requested;
+    END IF;
+    IF p_doc ? 'grants' THEN
+        INSERT INTO grants (key_id, id, pool, kind, amount, remaining, effective_at, expires_at,
+                            priority, period_start, metadata, created_at, voided_at, pack,
+                            expiry_warned_at)
+        SELECT key_id, id, pool, kind, amount, remaining, effective_at, expires_at, priority,
+               period_start, metadata, created_at, voided_at, pack, expiry_warned_at
+          FROM jsonb_populate_recordset(NULL::grants, p_doc->'grants')
+        ON CONFLICT (key_id, id) DO UPDATE
+           SET amount = EXCLUDED.amount, remaining = EXCLUDED.remaining,
+               expires_at = EXCLUDED.expires_at, voided_at = EXCLUDED.voided_at,
+               expiry_warned_at = EXCLUDED.expiry_warned_at;
+    END IF;
+    IF p_doc ? 'entries' THEN
+        INSERT INTO entries (key_id, pool, kind, amount, balance_after, grant_id, operation, debit_id,
+                             reservation_id, metadata, created_at, adjustment_id, source_key_id)
+        SELECT e.key_id, e.pool, e.kind, e.amount, e.balance_after, e.grant_id, e.operation,
+               e.debit_id, e.reservation_id, e.metadata, e.created_at, e.adjustment_id,
+               e.source_key_id
+          FROM jsonb_populate_recordset(NULL::entries, p_doc->'entries') WITH ORDINALITY e
+         ORDER BY e.ordinality;
+    END IF;
+    IF p_doc ? 'debits' THEN
+        INSERT INTO debits (key_id, id, pool, operation, quantity, cost, plan_id, plan_version,
+                            remaining, reset_at, drawn, metadata, created_at, reservation_id, refunded,
+                            overage, source_key_id, period_start)
+        SELECT key_id, id, pool, operation, quantity, cost, plan_id, plan_version, remaining, reset_at,
+               drawn, metadata, created_at, reservation_id, refunded, overage, source_key_id,
+               period_start
+          FROM jsonb_populate_recordset(NULL::debits, p_doc->'debits')
+        ON CONFLICT (key_id, id) DO UPDATE SET refunded = EXCLUDED.refunded;
+    END IF;
+    IF p_doc ? 'reservations' THEN
+        INSERT INTO reservations (key_id, id, pool, operation, quantity, amount, status, expires_at,
+                                  plan_id, plan_version, drawn, metadata, debit_id, committed_amount,
+                                  created_at, updated_at)
+        SELECT key_id, id, pool, operation, quantity, amount, status, expires_at, plan_id,
+               plan_version, drawn, metadata, debit_id, committed_amount, created_at, updated_at
+          FROM jsonb_populate_recordset(NULL::reservations, p_doc->'reservations')
+        ON CONFLICT (key_id, id) DO UPDATE
+           SET status = EXCLUDED.status, debit_id = EXCLUDED.debit_id,
+               committed_amount = EXCLUDED.committed_amount, updated_at = EXCLUDED.updated_at;
+    END IF;
+    IF p_doc ? 'refunds' THEN
+        INSERT INTO refunds (key_id, id, debit_id, pool, amount, reason, parts, created_at)
+        SELECT key_id, id, debit_id, pool, amount, reason, parts, created_at
+          FROM jsonb_populate_recordset(NULL::refunds, p_doc->'refunds');
+    END IF;
+    IF p_doc ? 'adjustments' THEN
+        INSERT INTO adjustments (key_id, id, pool, op, amount, delta, reason, available_after,
+                                 created_at)
+        SELECT key_id, id, pool, op, amount, delta, reason, available_after, created_at
+          FROM jsonb_populate_recordset(NULL::adjustments, p_doc->'adjustments');
+    END IF;
+    IF p_doc ? 'events' THEN
+        -- Each event is queued for every webhook endpoint that wants it.
+        WITH ev AS (
+            INSERT INTO events (key_id, id, type, payload, created_at)
+            SELECT e.key_id, e.id, e.type, e.payload, e.created_at
+              FROM jsonb_populate_recordset(NULL::events, p_doc->'events') WITH ORDINALITY e
+             ORDER BY e.ordinality
+            RETURNING key_id, id, seq, type, created_at)
+        INSERT INTO webhook_deliveries (key_id, endpoint_id, event_id, event_seq, event_type, status,
+                                        next_attempt_at, created_at)
+        SELECT ev.key_id, w.id, ev.id, ev.seq, ev.type, 'pending', ev.created_at, ev.created_at
+          FROM ev
+          JOIN webhook_endpoints w ON cardinality(w.events) = 0 OR ev.type = ANY (w.events);
+    END IF;
+    IF p_doc ? 'usage' THEN
+        INSERT INTO usage_hourly (key_id, hour, pool, operation, source_key_id, credits, count)
+        SELECT key_id, hour, pool, operation, source_key_id, credits, count
+          FROM jsonb_populate_recordset(NULL::usage_hourly, p_doc->'usage')
+        ON CONFLICT (key_id, hour, pool, operation, source_key_id) DO UPDATE
+           SET credits = usage_hourly.credits + EXCLUDED.credits,
+               count = usage_hourly.count + EXCLUDED.count;
+    END IF;
+    IF p_doc ? 'idempotency' THEN
+        INSERT INTO idempotency_keys (scope, key, request_hash, status, response, created_at)
+        SELECT scope, key, request_hash, 1, response, created_at
+          FROM jsonb_populate_recordset(NULL::idempotency_keys, p_doc->'idempotency');
+    END IF;
+    -- Settlements before new requests: a pack grant may settle a pool's request and a new one
+    -- follow in the same transaction, and only one may be `requested` at a time.
+    IF p_doc ? 'top_up_settlements' THEN
+        UPDATE auto_top_ups t
+           SET status = s.status, settled_at = s.settled_at, grant_id = s.grant_id,
+               failure = s.failure, leased_until = NULL
+          FROM jsonb_to_recordset(p_doc->'top_up_settlements')
+               AS s (key_id text, id uuid, status text, settled_at timestamptz, grant_id uuid,
+                     failure text)
+         WHERE t.key_id = s.key_id AND t.id = s.id AND t.status = 'requested';
+    END IF;
+    IF p_doc ? 'auto_top_ups' THEN
+        INSERT INTO auto_top_ups (key_id, id, pool, pack, credits, expires_in_days, price_amount,
+                                  price_currency, period_start, available, status, created_at,
+                                  next_attempt_at, settled_at, grant_id, failure)
+        SELECT key_id, id, pool, pack, credits, expires_in_days, price_amount, price_currency,
+               period_start, available, status, created_at, created_at, settled_at, grant_id,
+               failure
+          FROM jsonb_populate_recordset(NULL::auto_top_ups, p_doc->'auto_top_ups');
+    END IF;
+    IF p_doc ? 'alerts' THEN
+        INSERT INTO pool_alerts (key_id, pool, period_start, thresholds_reached, thresholds_resolved,
+                                 exhausted_at, low_at)
+        SELECT key_id, pool, period_start, thresholds_reached, thresholds_resolved, exhausted_at,
+               low_at
+          FROM jsonb_populate_recordset(NULL::pool_alerts, p_doc->'alerts')
+        ON CONFLICT (key_id, pool, period_start) DO UPDATE
+           SET thresholds_reached = EXCLUDED.thresholds_reached,
+               thresholds_resolved = EXCLUDED.thresholds_resolved,
+               exhausted_at = EXCLUDED.exhausted_at,
+               low_at = EXCLUDED.low_at;
+    END IF;
+END;
+$$;

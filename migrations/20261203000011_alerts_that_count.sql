@@ -29,30 +29,38 @@ CREATE INDEX grants_expiry_unwarned ON grants (expires_at)
     WHERE remaining > 0 AND voided_at IS NULL AND expiry_warned_at IS NULL
       AND kind IN ('pack', 'promotional', 'adjustment', 'refund');
 
--- The persist function of 20261203000010, with `allowance_used` and `expiry_warned_at` written.
+-- Per-account overrides of the plan's terms (ledger/overrides.rs), and what of them each debit,
+-- and each hold it commits, was priced under.
+ALTER TABLE accounts ADD COLUMN overrides jsonb;
+ALTER TABLE debits ADD COLUMN overrides jsonb;
+ALTER TABLE reservations ADD COLUMN overrides jsonb;
+-- The member key a hold was made for, carried to its debit.
+ALTER TABLE reservations ADD COLUMN source_key_id text;
+
+-- The persist function of 20261203000010, with the columns above written.
 CREATE OR REPLACE FUNCTION ledger_persist(p_doc jsonb) RETURNS void
 LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
     IF p_doc ? 'new_accounts' THEN
         INSERT INTO accounts (key_id, plan_id, billing_anchor, period_start, period_end, external_id,
-                              metadata, created_at, updated_at, shared, auto_top_up)
+                              metadata, created_at, updated_at, shared, auto_top_up, overrides)
         SELECT key_id, plan_id, billing_anchor, period_start, period_end, external_id, metadata,
-               created_at, updated_at, shared, auto_top_up
+               created_at, updated_at, shared, auto_top_up, overrides
           FROM jsonb_populate_recordset(NULL::accounts, p_doc->'new_accounts');
     END IF;
     IF p_doc ? 'changed_accounts' THEN
         INSERT INTO accounts AS a (key_id, plan_id, billing_anchor, period_start, period_end,
                                    external_id, metadata, created_at, updated_at, shared,
-                                   auto_top_up)
+                                   auto_top_up, overrides)
         SELECT key_id, plan_id, billing_anchor, period_start, period_end, external_id, metadata,
-               created_at, updated_at, shared, auto_top_up
+               created_at, updated_at, shared, auto_top_up, overrides
           FROM jsonb_populate_recordset(NULL::accounts, p_doc->'changed_accounts')
         ON CONFLICT (key_id) DO UPDATE
            SET plan_id = EXCLUDED.plan_id, billing_anchor = EXCLUDED.billing_anchor,
                period_start = EXCLUDED.period_start, period_end = EXCLUDED.period_end,
                external_id = EXCLUDED.external_id, metadata = EXCLUDED.metadata,
                updated_at = EXCLUDED.updated_at, shared = EXCLUDED.shared,
-               auto_top_up = EXCLUDED.auto_top_up;
+               auto_top_up = EXCLUDED.auto_top_up, overrides = EXCLUDED.overrides;
     END IF;
     IF p_doc ? 'pools' THEN
         INSERT INTO account_pools (key_id, pool, allowance, used, overage_limit, overage_used,
@@ -93,19 +101,20 @@ BEGIN
     IF p_doc ? 'debits' THEN
         INSERT INTO debits (key_id, id, pool, operation, quantity, cost, plan_id, plan_version,
                             remaining, reset_at, drawn, metadata, created_at, reservation_id, refunded,
-                            overage, source_key_id, period_start)
+                            overage, source_key_id, period_start, overrides)
         SELECT key_id, id, pool, operation, quantity, cost, plan_id, plan_version, remaining, reset_at,
                drawn, metadata, created_at, reservation_id, refunded, overage, source_key_id,
-               period_start
+               period_start, overrides
           FROM jsonb_populate_recordset(NULL::debits, p_doc->'debits')
         ON CONFLICT (key_id, id) DO UPDATE SET refunded = EXCLUDED.refunded;
     END IF;
     IF p_doc ? 'reservations' THEN
         INSERT INTO reservations (key_id, id, pool, operation, quantity, amount, status, expires_at,
                                   plan_id, plan_version, drawn, metadata, debit_id, committed_amount,
-                                  created_at, updated_at)
+                                  created_at, updated_at, source_key_id, overrides)
         SELECT key_id, id, pool, operation, quantity, amount, status, expires_at, plan_id,
-               plan_version, drawn, metadata, debit_id, committed_amount, created_at, updated_at
+               plan_version, drawn, metadata, debit_id, committed_amount, created_at, updated_at,
+               source_key_id, overrides
           FROM jsonb_populate_recordset(NULL::reservations, p_doc->'reservations')
         ON CONFLICT (key_id, id) DO UPDATE
            SET status = EXCLUDED.status, debit_id = EXCLUDED.debit_id,

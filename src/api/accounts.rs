@@ -18,6 +18,7 @@ use crate::db::entries::EntryFilter;
 use crate::error::ApiError;
 use crate::ledger::account::AccountInput;
 use crate::ledger::model::{Account, Balance};
+use crate::ledger::overrides::OverridesBody;
 use crate::ledger::plan_change::Proration;
 use crate::ledger::top_up::{self, AutoTopUp};
 use crate::ledger::types::{
@@ -69,6 +70,10 @@ pub struct AccountBody {
     /// Absent keeps the current policy; `null` removes it.
     #[serde(default, deserialize_with = "crate::ledger::types::present")]
     auto_top_up: Option<Option<AutoTopUpBody>>,
+    /// Absent keeps the current overrides; `null` (or `{}`) removes them; an object replaces
+    /// them whole.
+    #[serde(default, deserialize_with = "crate::ledger::types::present")]
+    overrides: Option<Option<OverridesBody>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +140,11 @@ pub async fn put(
             .auto_top_up
             .map(|policy| policy.map(AutoTopUpBody::validate).transpose())
             .transpose()?,
+        overrides: body
+            .overrides
+            .map(|o| o.map(OverridesBody::validate).transpose())
+            .transpose()
+            .map_err(|f| ApiError::invalid_field("invalid_request", &f))?,
     };
     let (account, created) = state.ledger.put_account(&key, input).await?;
     let status = if created {

@@ -70,6 +70,7 @@ pub async fn create(
     )
     .validate()?;
     let request = ReservationRequest {
+        source_key_id: None,
         spec: debit.spec,
         ttl_seconds,
         metadata: debit.metadata,

@@ -23,6 +23,7 @@ struct DebitRow {
     source_key_id: Option<String>,
     plan_id: String,
     plan_version: i32,
+    overrides: Option<sqlx::types::Json<serde_json::Value>>,
     metadata: sqlx::types::Json<serde_json::Value>,
     created_at: DateTime<Utc>,
 }
@@ -38,7 +39,8 @@ struct RefundRow {
 }
 
 const COLUMNS: &str = "id, key_id, pool, operation, quantity, cost, overage, refunded, remaining,
-    reset_at, drawn, reservation_id, source_key_id, plan_id, plan_version, metadata, created_at";
+    reset_at, drawn, reservation_id, source_key_id, plan_id, plan_version, overrides, metadata,
+    created_at";
 
 /// Which debits of an account a page holds, newest first.
 #[derive(Debug, Clone, Default)]
@@ -141,6 +143,7 @@ async fn with_refunds(
             source_key_id: r.source_key_id,
             plan_id: r.plan_id,
             plan_version: r.plan_version,
+            overrides: r.overrides.map(|o| o.0),
             metadata: r.metadata.0,
             created_at: r.created_at,
         })

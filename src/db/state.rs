@@ -52,9 +52,10 @@ struct StoredState {
 
 impl From<StoredState> for AccountState {
     fn from(s: StoredState) -> Self {
-        AccountState {
+        let mut state = AccountState {
             account: s.account,
             plan: s.plan,
+            base_plan: None,
             pools: s.pools.into_iter().map(|p| (p.pool.clone(), p)).collect(),
             grants: s.grants,
             reservations: s.reservations,
@@ -71,7 +72,13 @@ impl From<StoredState> for AccountState {
                 .map(|a| ((a.pool.clone(), a.period_start), a))
                 .collect(),
             effects: Effects::default(),
+        };
+        // The terms every rule reads are the plan with the account's overrides applied.
+        if state.account.overrides.is_some() {
+            let written = state.plan.clone();
+            state.set_plan(&written);
         }
+        state
     }
 }
 

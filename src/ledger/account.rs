@@ -6,8 +6,10 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::Value;
 
 use super::error::LedgerError;
+use super::overrides::{self, Overrides};
 use super::periods::period_containing;
 use super::plan::Plan;
+use super::plan_change::{self, Proration};
 use super::state::{empty_object, AccountRecord, AccountState, Effects, NewGrant, PoolCounters};
 use super::top_up::AutoTopUp;
 use super::types::{GrantKind, InvalidField, KeyId};
@@ -24,6 +26,8 @@ pub struct AccountInput {
     pub shared: Option<bool>,
     /// `Some(None)` removes the auto top-up policy.
     pub auto_top_up: Option<Option<AutoTopUp>>,
+    /// `Some(None)` removes the overrides; `Some(Some(_))` replaces them.
+    pub overrides: Option<Option<Overrides>>,
 }
 
 /// A new account on `plan`, in the period that contains `now`, with the allowance of every
@@ -34,6 +38,13 @@ pub fn open(
     input: &AccountInput,
     now: DateTime<Utc>,
 ) -> Result<AccountState, LedgerError> {
+    let account_overrides = match &input.overrides {
+        Some(Some(o)) if !o.is_empty() => {
+            overrides::check(plan, o)?;
+            Some(o.clone())
+        }
+        _ => None,
+    };
     if let Some(Some(policy)) = &input.auto_top_up {
         policy.validate(plan)?;
     }
@@ -54,8 +65,10 @@ pub fn open(
             created_at: now,
             updated_at: now,
             auto_top_up: input.auto_top_up.clone().flatten(),
+            overrides: account_overrides,
         },
         plan: plan.clone(),
+        base_plan: None,
         pools: BTreeMap::new(),
         grants: Vec::new(),
         reservations: Vec::new(),
@@ -68,7 +81,9 @@ pub fn open(
             ..Effects::default()
         },
     };
-    for (pool, spec) in &plan.pools {
+    state.set_plan(plan);
+    let terms = state.plan.clone();
+    for (pool, spec) in &terms.pools {
         state.put_pool(PoolCounters {
             pool: pool.clone(),
             allowance: spec.allowance,
@@ -136,6 +151,25 @@ pub fn update(
     }
     if let Some(shared) = input.shared {
         state.account.shared = shared;
+    }
+    if let Some(new) = &input.overrides {
+        let new = new.clone().filter(|o| !o.is_empty());
+        if new != state.account.overrides {
+            let written = state.base_plan().clone();
+            if let Some(o) = &new {
+                overrides::check(&written, o)?;
+            }
+            state.account.overrides = new;
+            let mut terms = written.clone();
+            if let Some(o) = &state.account.overrides {
+                terms = overrides::effective(&written, o);
+            }
+            // New terms apply now, as a plan change prorated by the difference would: a changed
+            // allowance grants (or takes back) the difference in this period, prices and the
+            // overage limit change at once, a rollover cap at the next roll.
+            plan_change::change_plan(state, &terms, Proration::Difference, now)?;
+            state.set_plan(&written);
+        }
     }
     if let Some(policy) = &input.auto_top_up {
         if let Some(policy) = policy {

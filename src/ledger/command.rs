@@ -229,7 +229,29 @@ fn run(
             Answer::Adjustment(Box::new(adjust::adjust(state, request, now)?))
         }
         Command::ChangePlan { plan, proration } => {
-            plan_change::change_plan(state, plan, *proration, now)?;
+            // The account keeps its overrides on the new plan, so they must fit it.
+            let terms = match &state.account.overrides {
+                Some(overrides) => {
+                    super::overrides::check(plan, overrides).map_err(|f| {
+                        LedgerError::Conflict {
+                            code: "overrides_conflict",
+                            message: format!(
+                                "account {} has overrides that plan {} cannot take: {} {}; \
+                                 change or remove them with PUT /v1/accounts/{} first",
+                                state.key_id(),
+                                plan.id,
+                                f.field,
+                                f.reason,
+                                state.key_id()
+                            ),
+                        }
+                    })?;
+                    super::overrides::effective(plan, overrides)
+                }
+                None => (**plan).clone(),
+            };
+            plan_change::change_plan(state, &terms, *proration, now)?;
+            state.set_plan(plan);
             Answer::Account(Box::new(view::account(state, now)?))
         }
         Command::TopUpFailed {

@@ -49,6 +49,7 @@ pub fn commit(
         let refs = EntryRefs {
             operation: r.operation.clone(),
             debit_id: Some(debit_id),
+            source_key_id: r.source_key_id.clone(),
             ..EntryRefs::default()
         };
         state.journal(&r.pool, EntryKind::Debit, -amount, refs, now, now)?;
@@ -70,8 +71,9 @@ pub fn commit(
         reservation_id: Some(r.id),
         refunded: 0,
         overage: 0,
-        source_key_id: None,
+        source_key_id: r.source_key_id.clone(),
         period_start: Some(state.account.period_start),
+        overrides: r.overrides.clone(),
     };
     book(state, record, now)?;
     finish(
@@ -94,9 +96,10 @@ pub fn commit(
         overage: 0,
         reservation_id: Some(r.id),
         refunded: 0,
-        source_key_id: None,
+        source_key_id: r.source_key_id,
         plan_id: r.plan_id,
         plan_version: r.plan_version,
+        overrides: r.overrides,
         metadata: r.metadata,
         dry_run: false,
         created_at: now,

@@ -65,6 +65,11 @@ pub fn debit(
     let cost = charge.cost;
     let operation = request.spec.operation.as_ref().map(|o| o.to_string());
     let counters = state.pool(&pool)?.clone();
+    let overrides = state
+        .account
+        .overrides
+        .as_ref()
+        .and_then(|o| o.applied_to(&pool, request.spec.operation.as_ref()));
     let id = Uuid::now_v7();
     let refs = || EntryRefs {
         operation: operation.clone(),
@@ -143,6 +148,7 @@ pub fn debit(
         source_key_id: request.source_key_id.clone(),
         plan_id: state.plan.id.clone(),
         plan_version: state.plan.version,
+        overrides: overrides.clone(),
         metadata: request.metadata.clone(),
         dry_run: request.dry_run,
         created_at: now,
@@ -168,6 +174,7 @@ pub fn debit(
                 overage,
                 source_key_id: request.source_key_id.clone(),
                 period_start: Some(state.account.period_start),
+                overrides,
             },
             now,
         )?;

@@ -27,6 +27,7 @@ pub mod forecast;
 pub mod grant;
 pub mod model;
 pub mod order;
+pub mod overrides;
 pub mod periods;
 pub mod plan;
 pub mod plan_change;

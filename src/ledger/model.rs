@@ -28,6 +28,9 @@ pub struct Account {
     /// The auto top-up policy; null without one.
     #[serde(default)]
     pub auto_top_up: Option<super::top_up::AutoTopUp>,
+    /// What the account changes of its plan; null without overrides.
+    #[serde(default)]
+    pub overrides: Option<super::overrides::Overrides>,
     pub balance: Balance,
 }
 
@@ -68,6 +71,10 @@ pub struct PoolBalance {
     /// (`None` in lists and in the answers of writes).
     #[serde(default)]
     pub forecast: Option<super::forecast::Forecast>,
+    /// The account's own terms for this pool, which `allowance` and `overage_limit` already
+    /// show; `None` when the plan's apply.
+    #[serde(default)]
+    pub overrides: Option<super::overrides::PoolOverride>,
 }
 
 /// What the next period brings back into a pool: its allowance, at the period's end.
@@ -133,6 +140,10 @@ pub struct Debit {
     pub source_key_id: Option<String>,
     pub plan_id: PlanId,
     pub plan_version: i32,
+    /// The account's overrides the debit was priced under (`pool`: its pool's terms,
+    /// `operation`: its price); `None` when the plan's terms applied.
+    #[serde(default)]
+    pub overrides: Option<serde_json::Value>,
     pub metadata: serde_json::Value,
     pub dry_run: bool,
     pub created_at: DateTime<Utc>,
@@ -159,6 +170,8 @@ pub struct DebitRecord {
     pub source_key_id: Option<String>,
     pub plan_id: String,
     pub plan_version: i32,
+    /// The account's overrides the debit was priced under; `None` when the plan's applied.
+    pub overrides: Option<serde_json::Value>,
     pub metadata: serde_json::Value,
     pub created_at: DateTime<Utc>,
     /// Its refunds, oldest first.

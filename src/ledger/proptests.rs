@@ -1473,6 +1473,7 @@ fn resolve(
         } => {
             let spec = debit_spec(charge);
             let command = Command::Reserve(ReservationRequest {
+                source_key_id: None,
                 spec: spec.clone(),
                 ttl_seconds: *ttl_seconds,
                 metadata: json!({}),
@@ -1793,6 +1794,7 @@ fn run_history(history: &History, property: Property) -> Result<(), TestCaseErro
         metadata: None,
         shared: None,
         auto_top_up: None,
+        overrides: None,
     };
     let mut now = history.start;
     let mut state = account::open(&key_id, &history.plan, &input, now)

@@ -26,6 +26,8 @@ pub struct ReservationRequest {
     pub spec: DebitSpec,
     pub ttl_seconds: i64,
     pub metadata: Value,
+    /// The member key of a shared account the hold is made for.
+    pub source_key_id: Option<String>,
 }
 
 pub fn reserve(
@@ -35,6 +37,11 @@ pub fn reserve(
 ) -> Result<Reservation, LedgerError> {
     let charge = price(&state.plan, &request.spec)?;
     let pool = charge.pool;
+    let overrides = state
+        .account
+        .overrides
+        .as_ref()
+        .and_then(|o| o.applied_to(&pool, request.spec.operation.as_ref()));
     let operation = request.spec.operation.as_ref().map(|o| o.to_string());
     let counters = state.pool(&pool)?.clone();
     let id = Uuid::now_v7();
@@ -63,6 +70,7 @@ pub fn reserve(
             let refs = EntryRefs {
                 operation: operation.clone(),
                 reservation_id: Some(id),
+                source_key_id: request.source_key_id.clone(),
                 ..EntryRefs::default()
             };
             state.change_grant(grant_id, -take, EntryKind::Hold, refs, now)?;
@@ -89,6 +97,8 @@ pub fn reserve(
         committed_amount: None,
         created_at: now,
         updated_at: now,
+        source_key_id: request.source_key_id.clone(),
+        overrides,
     });
     state.effects.reservations.insert(id);
     view::reservation(state, state.reservations.len() - 1, now)

@@ -35,6 +35,9 @@ pub struct AccountRecord {
     /// The auto top-up policy, if any.
     #[serde(default)]
     pub auto_top_up: Option<super::top_up::AutoTopUp>,
+    /// What the account changes of its plan, if anything.
+    #[serde(default)]
+    pub overrides: Option<super::overrides::Overrides>,
 }
 
 /// One pool's terms and counters in the current period. `allowance: None` is unlimited.
@@ -118,6 +121,13 @@ pub struct ReservationRecord {
     pub committed_amount: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The member key of a shared account the hold was made for.
+    #[serde(default)]
+    pub source_key_id: Option<String>,
+    /// The account's overrides the hold was priced under (its pool's terms, its operation's
+    /// price), carried to the debit that commits it.
+    #[serde(default)]
+    pub overrides: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,6 +151,9 @@ pub struct DebitRecord {
     /// The start of the period the debit counts in; `None` for debits stored before it was
     /// recorded.
     pub period_start: Option<DateTime<Utc>>,
+    /// The account's overrides the debit was made under; `None` when the plan's terms applied.
+    #[serde(default)]
+    pub overrides: Option<Value>,
 }
 
 impl DebitRecord {
@@ -332,8 +345,11 @@ impl NewGrant {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccountState {
     pub account: AccountRecord,
-    /// The latest version of the account's plan.
+    /// The latest version of the account's plan, with the account's overrides applied: the
+    /// terms every rule reads.
     pub plan: Plan,
+    /// The plan as written, when the account has overrides (else `plan` is it).
+    pub base_plan: Option<Plan>,
     pub pools: BTreeMap<PoolName, PoolCounters>,
     /// The grants in play: every one that is active or may still change, and those that holds
     /// and debits in play name.
@@ -352,6 +368,25 @@ pub struct AccountState {
 impl AccountState {
     pub fn key_id(&self) -> &KeyId {
         &self.account.key_id
+    }
+
+    /// The account's plan as written, without its overrides.
+    pub fn base_plan(&self) -> &Plan {
+        self.base_plan.as_ref().unwrap_or(&self.plan)
+    }
+
+    /// Puts the account on `plan` (as written) with its overrides applied.
+    pub fn set_plan(&mut self, plan: &Plan) {
+        match self.account.overrides.as_ref().filter(|o| !o.is_empty()) {
+            Some(overrides) => {
+                self.plan = super::overrides::effective(plan, overrides);
+                self.base_plan = Some(plan.clone());
+            }
+            None => {
+                self.plan = plan.clone();
+                self.base_plan = None;
+            }
+        }
     }
 
     pub fn pool(&self, pool: &PoolName) -> Result<&PoolCounters, LedgerError> {

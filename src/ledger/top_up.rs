@@ -284,6 +284,7 @@ mod tests {
                 below: 500,
                 max_per_period: 3,
             })),
+            overrides: None,
         };
         let key = KeyId::parse("key_id", "key_1").unwrap();
         // Opening asks at once (100 < 500); a pack grant in the same batch settles that request

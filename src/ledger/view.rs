@@ -73,6 +73,11 @@ pub fn balance(state: &AccountState, now: DateTime<Utc>) -> Result<Balance, Ledg
             grants: pool_grants(state, name, now),
             next_allowance: next_allowance(state, name),
             forecast: None,
+            overrides: state
+                .account
+                .overrides
+                .as_ref()
+                .and_then(|o| o.pools.get(name).cloned()),
         });
     }
     Ok(Balance {
@@ -102,6 +107,7 @@ pub fn account(state: &AccountState, now: DateTime<Utc>) -> Result<Account, Ledg
         created_at: a.created_at,
         updated_at: a.updated_at,
         auto_top_up: a.auto_top_up.clone(),
+        overrides: a.overrides.clone(),
         balance: balance(state, now)?,
     })
 }

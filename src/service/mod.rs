@@ -443,6 +443,7 @@ impl Ledger {
             metadata: None,
             shared: None,
             auto_top_up: None,
+            overrides: None,
         };
         match self.put_account(key_id, input).await {
             Ok((account, _)) => Ok(account),

@@ -18,6 +18,7 @@ mod health;
 mod history;
 mod idempotency;
 mod openapi;
+mod overrides;
 mod periods;
 mod plans;
 mod portal;

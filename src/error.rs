@@ -143,6 +143,13 @@ fn exhausted_message(e: &Exhausted) -> String {
         (false, _) => "has none left".to_owned(),
     };
     let at = e.reset_at.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+    if let Some(cap) = &e.key_cap {
+        return format!(
+            "Key {} needs {} {unit}{what} but has used {} of its {} cap this period in shared \
+             account {}; its cap resets at {at}.",
+            cap.member_key_id, e.required, cap.key_used, cap.cap, e.key_id
+        );
+    }
     // What comes back, and what can be bought now: the two ways out.
     let back = match &e.next_allowance {
         Some(next) if next.amount > 0 => format!("{} come back at {at}", next.amount),
@@ -180,6 +187,18 @@ impl From<LedgerError> for ApiError {
                 format!("no account for key {key_id}; create it with PUT /v1/accounts/{key_id}"),
             )
             .with_details(json!({"key_id": key_id})),
+            LedgerError::MemberNotFound {
+                key_id,
+                member_key_id,
+            } => Self::new(
+                StatusCode::NOT_FOUND,
+                "member_not_found",
+                format!(
+                    "key {member_key_id} is not a member of account {key_id}; add it with \
+                     PUT /v1/accounts/{key_id}/members/{member_key_id}"
+                ),
+            )
+            .with_details(json!({"key_id": key_id, "member_key_id": member_key_id})),
             LedgerError::GrantNotFound(id) => Self::new(
                 StatusCode::NOT_FOUND,
                 "grant_not_found",
@@ -293,6 +312,9 @@ impl From<LedgerError> for ApiError {
                 "grants": e.grants,
                 "next_allowance": e.next_allowance,
                 "packs": e.packs,
+                "reason": if e.key_cap.is_some() { "key_cap" } else { "balance" },
+                "cap": e.key_cap.as_ref().map(|c| c.cap),
+                "key_used": e.key_cap.as_ref().map(|c| c.key_used),
             }))
             .with_top_up_url(e.top_up_url.as_deref()),
             LedgerError::IdempotencyKeyReused => Self::new(
@@ -404,6 +426,7 @@ mod tests {
             next_allowance: None,
             packs: Vec::new(),
             top_up_url: None,
+            key_cap: None,
         };
         assert_eq!(
             exhausted_message(&e),

@@ -221,14 +221,13 @@ impl Gate {
         Ok(verified)
     }
 
-    /// The account a verified key reads or spends: its customer's shared account, else its own.
+    /// The account a verified key reads or spends: the shared account it is a member of (by
+    /// registration, or through its Unkey identity), else its own.
     pub async fn account_of(&self, ledger: &Ledger, key: &VerifiedKey) -> Result<KeyId, GateError> {
-        if let Some(external_id) = &key.external_id {
-            if let Some(shared) = ledger.shared_account_for(external_id).await? {
-                return Ok(shared);
-            }
-        }
-        Ok(key.key_id.clone())
+        let shared = ledger
+            .shared_account_for(&key.key_id, key.external_id.as_deref())
+            .await?;
+        Ok(shared.unwrap_or_else(|| key.key_id.clone()))
     }
 
     /// `/v1/verify`: verify, rate-limit, then debit.

@@ -12,6 +12,7 @@ pub mod grants;
 pub mod health;
 pub mod idempotency;
 pub mod me;
+pub mod members;
 pub mod pages;
 pub mod plans;
 pub mod portal;
@@ -64,6 +65,11 @@ pub fn router(state: AppState) -> Router {
             post(adjustments::adjust),
         )
         .route("/v1/accounts/{key_id}/plan", post(accounts::change_plan))
+        .route("/v1/accounts/{key_id}/members", get(members::list))
+        .route(
+            "/v1/accounts/{key_id}/members/{member_key_id}",
+            put(members::put).get(members::get).delete(members::delete),
+        )
         .route("/v1/grants/{id}/void", post(grants::void))
         .route(
             "/v1/accounts/{key_id}/reservations",

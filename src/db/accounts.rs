@@ -72,18 +72,22 @@ pub async fn due_for_maintenance(
     .await
 }
 
-/// The shared account of a customer (Unkey identity `externalId`): the oldest, should there be
-/// more than one.
+/// The shared account a key draws from: the one it is a registered member of; else its
+/// customer's (Unkey identity `externalId`), the oldest should there be more than one.
 pub async fn shared_for(
     conn: &mut PgConnection,
-    external_id: &str,
+    key_id: &str,
+    external_id: Option<&str>,
 ) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT key_id FROM accounts WHERE shared AND external_id = $1
-          ORDER BY created_at, key_id LIMIT 1",
+        "SELECT coalesce(
+             (SELECT key_id FROM member_keys WHERE member_key_id = $1),
+             (SELECT key_id FROM accounts WHERE shared AND external_id = $2
+               ORDER BY created_at, key_id LIMIT 1))",
     )
+    .bind(key_id)
     .bind(external_id)
-    .fetch_optional(conn)
+    .fetch_one(conn)
     .await
 }
 

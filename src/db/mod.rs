@@ -6,6 +6,7 @@ pub mod debits;
 pub mod entries;
 pub mod grants;
 pub mod idempotency;
+pub mod members;
 pub mod plans;
 pub mod portal;
 pub mod state;

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::ledger::plan::Plan;
 use crate::ledger::state::{
     AccountRecord, AccountState, AlertRecord, DebitRecord, Effects, GrantRecord, IdempotencyRecord,
-    PoolCounters, RefundRecord, ReservationRecord,
+    MemberRecord, PoolCounters, RefundRecord, ReservationRecord,
 };
 use crate::ledger::types::KeyId;
 
@@ -32,6 +32,8 @@ pub struct Selection {
     pub debits: Vec<Uuid>,
     pub grants: Vec<Uuid>,
     pub idempotency_keys: Vec<String>,
+    /// Member keys whose records (caps, use) the commands need: the makers of debits and holds.
+    pub members: Vec<String>,
     /// Load spent grants that never expire too: a balance lists every active grant, but no
     /// command changes a spent one unless it names it.
     pub with_spent: bool,
@@ -48,6 +50,8 @@ struct StoredState {
     refunds: Vec<RefundRecord>,
     idempotency: Vec<IdempotencyRecord>,
     alerts: Vec<AlertRecord>,
+    #[serde(default)]
+    members: Vec<MemberRecord>,
 }
 
 impl From<StoredState> for AccountState {
@@ -70,6 +74,11 @@ impl From<StoredState> for AccountState {
                 .alerts
                 .into_iter()
                 .map(|a| ((a.pool.clone(), a.period_start), a))
+                .collect(),
+            members: s
+                .members
+                .into_iter()
+                .map(|m| (m.member_key_id.clone(), m))
                 .collect(),
             effects: Effects::default(),
         };
@@ -99,7 +108,7 @@ impl Selection {
     fn call(&self, lock: Lock) -> String {
         let uuids = |ids: &[Uuid]| array_literal(ids.iter().map(Uuid::to_string), "uuid");
         format!(
-            "SELECT account_key, state FROM ledger_load_states({}, {}, {}, {}, {}, {}, {}, {})",
+            "SELECT account_key, state FROM ledger_load_states({}, {}, {}, {}, {}, {}, {}, {}, {})",
             array_literal(self.keys.iter().cloned(), "text"),
             uuids(&self.reservations),
             uuids(&self.debits),
@@ -108,6 +117,7 @@ impl Selection {
             lock != Lock::None,
             lock == Lock::SkipLocked,
             self.with_spent,
+            array_literal(self.members.iter().cloned(), "text"),
         )
     }
 }
@@ -144,7 +154,7 @@ pub async fn load(
     lock: Lock,
 ) -> Result<Vec<AccountState>, sqlx::Error> {
     let rows = sqlx::query_as(
-        "SELECT account_key, state FROM ledger_load_states($1, $2, $3, $4, $5, $6, $7, $8)",
+        "SELECT account_key, state FROM ledger_load_states($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&selection.keys)
     .bind(&selection.reservations)
@@ -154,6 +164,7 @@ pub async fn load(
     .bind(lock != Lock::None)
     .bind(lock == Lock::SkipLocked)
     .bind(selection.with_spent)
+    .bind(&selection.members)
     .fetch_all(conn)
     .await?;
     Ok(states(rows))
@@ -237,6 +248,7 @@ struct Rows {
     alerts: Vec<Value>,
     auto_top_ups: Vec<Value>,
     top_up_settlements: Vec<Value>,
+    members: Vec<Value>,
 }
 
 fn row<T: Serialize>(key_id: &KeyId, row: &T) -> Result<Value, serde_json::Error> {
@@ -317,6 +329,11 @@ impl Rows {
         for settlement in &e.top_up_settlements {
             self.top_up_settlements.push(row(key, settlement)?);
         }
+        for member in &e.members {
+            if let Some(m) = state.members.get(member) {
+                self.members.push(row(key, m)?);
+            }
+        }
         Ok(())
     }
 }
@@ -362,6 +379,7 @@ fn document<'a>(
         alerts,
         auto_top_ups,
         top_up_settlements,
+        members,
     } = rows;
     let mut doc = serde_json::Map::new();
     for (name, rows) in [
@@ -380,6 +398,7 @@ fn document<'a>(
         ("alerts", alerts),
         ("auto_top_ups", auto_top_ups),
         ("top_up_settlements", top_up_settlements),
+        ("members", members),
     ] {
         // `ledger_persist` runs a statement only for the kinds of rows present.
         if !rows.is_empty() {

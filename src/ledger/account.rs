@@ -76,6 +76,7 @@ pub fn open(
         refunds: Vec::new(),
         idempotency: BTreeMap::new(),
         alerts: BTreeMap::new(),
+        members: BTreeMap::new(),
         effects: Effects {
             account_created: true,
             ..Effects::default()

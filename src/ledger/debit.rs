@@ -52,6 +52,7 @@ pub fn exhausted(
         next_allowance: view::next_allowance(state, pool),
         packs: view::pack_offers(state, pool),
         top_up_url: None,
+        key_cap: None,
     })
 }
 
@@ -78,6 +79,20 @@ pub fn debit(
         ..EntryRefs::default()
     };
 
+    // A member key's cap is checked first: its refusal says the key, not the pool, is spent.
+    super::members::check_cap(state, request.source_key_id.as_deref(), &pool, cost, || {
+        let available = state.available(&pool, now)?.unwrap_or(0);
+        let limit = counters.overage_limit;
+        exhausted(
+            state,
+            &pool,
+            operation.as_deref(),
+            cost,
+            available,
+            limit,
+            now,
+        )
+    })?;
     let mut drawn = Vec::new();
     let mut overage = 0;
     if counters.allowance.is_none() {
@@ -212,6 +227,13 @@ pub fn book(
         record.operation.as_deref(),
         record.source_key_id.as_deref(),
         record.cost,
+    )?;
+    super::members::add_use(
+        state,
+        record.source_key_id.as_deref(),
+        &pool,
+        record.cost,
+        now,
     )?;
     state.add_debit(record);
     Ok(())

@@ -29,6 +29,17 @@ pub struct Exhausted {
     pub packs: Vec<super::model::PackOffer>,
     /// `LEDGER_TOP_UP_URL` for this account, when set (the service fills it in).
     pub top_up_url: Option<String>,
+    /// Set when the refusal is a member key's per-period cap, not the pool's balance.
+    pub key_cap: Option<KeyCap>,
+}
+
+/// A member key of a shared account at its cap for the period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyCap {
+    pub member_key_id: String,
+    pub cap: i64,
+    /// What the key used this period: accepted debits less refunds, plus its active holds.
+    pub key_used: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,6 +48,8 @@ pub enum LedgerError {
     PlanNotFound(PlanId),
     #[error("account {0} does not exist")]
     AccountNotFound(KeyId),
+    #[error("key {member_key_id} is not a member of account {key_id}")]
+    MemberNotFound { key_id: KeyId, member_key_id: KeyId },
     #[error("grant {0} does not exist")]
     GrantNotFound(Uuid),
     #[error("debit {0} does not exist")]

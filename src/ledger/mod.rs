@@ -25,6 +25,7 @@ pub mod debit;
 pub mod error;
 pub mod forecast;
 pub mod grant;
+pub mod members;
 pub mod model;
 pub mod order;
 pub mod overrides;

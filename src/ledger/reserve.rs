@@ -45,6 +45,24 @@ pub fn reserve(
     let operation = request.spec.operation.as_ref().map(|o| o.to_string());
     let counters = state.pool(&pool)?.clone();
     let id = Uuid::now_v7();
+    super::members::check_cap(
+        state,
+        request.source_key_id.as_deref(),
+        &pool,
+        charge.cost,
+        || {
+            let available = state.available(&pool, now)?.unwrap_or(0);
+            exhausted(
+                state,
+                &pool,
+                operation.as_deref(),
+                charge.cost,
+                available,
+                0,
+                now,
+            )
+        },
+    )?;
     let mut drawn = Vec::new();
     if counters.allowance.is_some() {
         let available = state.available(&pool, now)?.unwrap_or(0);

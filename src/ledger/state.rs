@@ -268,6 +268,20 @@ pub struct AlertRecord {
     pub low_at: Option<DateTime<Utc>>,
 }
 
+/// A member key of a shared account: its per-period caps, and what it used in the period that
+/// started at `period_start` (accepted debits and committed holds, less refunds), per pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    pub member_key_id: String,
+    #[serde(default)]
+    pub caps: BTreeMap<PoolName, i64>,
+    pub period_start: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub used: BTreeMap<PoolName, i64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
 /// What the commands applied so far changed: rows to write back (by key) and rows to append.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Effects {
@@ -287,6 +301,8 @@ pub struct Effects {
     pub usage: BTreeMap<UsageBucket, UsageCount>,
     pub top_up_requests: Vec<super::top_up::TopUpRequest>,
     pub top_up_settlements: Vec<super::top_up::TopUpSettlement>,
+    /// Members whose use this period changed.
+    pub members: BTreeSet<String>,
 }
 
 impl Effects {
@@ -362,6 +378,8 @@ pub struct AccountState {
     pub refunds: Vec<RefundRecord>,
     pub idempotency: BTreeMap<String, IdempotencyRecord>,
     pub alerts: BTreeMap<(PoolName, DateTime<Utc>), AlertRecord>,
+    /// The members of a shared account that the commands speak for, by member key.
+    pub members: BTreeMap<String, MemberRecord>,
     pub effects: Effects,
 }
 

@@ -7,6 +7,7 @@
 //! write path first, so no read ever shows a period that is over.
 
 mod commands;
+pub mod members;
 pub mod portal;
 mod reads;
 mod writer;
@@ -125,6 +126,12 @@ impl Target {
         }
     }
 
+    /// The state this target names among those a load returned (a key named may have brought
+    /// in the shared account it is a member of, which is not the account it names).
+    fn pick(&self, states: Vec<AccountState>) -> Option<AccountState> {
+        states.into_iter().find(|s| self.names(s))
+    }
+
     fn not_found(&self) -> LedgerError {
         match self {
             Target::Account(key) => LedgerError::AccountNotFound(key.clone()),
@@ -133,6 +140,49 @@ impl Target {
             Target::Grant(id) => LedgerError::GrantNotFound(*id),
         }
     }
+}
+
+/// The key a debit or a hold is made for, when it is a member key of a shared account (or any
+/// key through `/v1/verify`).
+fn source_key(command: &Command) -> Option<&str> {
+    match command {
+        Command::Debit(d) => d.source_key_id.as_deref(),
+        Command::Reserve(r) => r.source_key_id.as_deref(),
+        _ => None,
+    }
+}
+
+/// A debit or a hold addressed to a member key lands on its shared account, made for that key:
+/// the state it applies to and the request as the member's.
+fn as_member(
+    states: &[AccountState],
+    target: &Target,
+    request: &Request,
+) -> Option<(usize, Request)> {
+    let Target::Account(key) = target else {
+        return None;
+    };
+    let i = states
+        .iter()
+        .position(|s| s.members.contains_key(key.as_str()))?;
+    let command = match &request.command {
+        Command::Debit(d) => Command::Debit(crate::ledger::debit::DebitRequest {
+            source_key_id: Some(key.to_string()),
+            ..d.clone()
+        }),
+        Command::Reserve(r) => Command::Reserve(crate::ledger::reserve::ReservationRequest {
+            source_key_id: Some(key.to_string()),
+            ..r.clone()
+        }),
+        _ => return None,
+    };
+    // Idempotency-Keys are scoped to the shared account: the member key is part of what a key is
+    // tied to, so two members sending one key never get each other's answer.
+    let idempotency = request.idempotency.as_ref().map(|idem| Idempotency {
+        key: idem.key.clone(),
+        request_hash: format!("{}/{}", idem.request_hash, key),
+    });
+    Some((i, Request::new(command, idempotency)))
 }
 
 /// The ledger: a database pool, a clock, and the batching writer every write goes through.
@@ -238,6 +288,9 @@ impl Ledger {
         let mut selection = Selection::default();
         for (target, request) in jobs {
             target.select(&mut selection, request.idempotency.as_ref());
+            if let Some(source) = source_key(&request.command) {
+                selection.members.push(source.to_owned());
+            }
             // Answers that show a balance list every active grant, spent ones too.
             selection.with_spent |= matches!(
                 request.command,
@@ -291,7 +344,10 @@ impl Ledger {
         for (target, request) in jobs {
             let result = match states.iter().position(|s| target.names(s)) {
                 Some(i) => command::apply(&mut states[i], request, now),
-                None => Err(target.not_found()),
+                None => match as_member(&states, target, request) {
+                    Some((i, request)) => command::apply(&mut states[i], &request, now),
+                    None => Err(target.not_found()),
+                },
             };
             results.push(result);
         }
@@ -371,11 +427,11 @@ impl Ledger {
         for _ in 0..CREATE_RETRIES {
             let now = self.now();
             let mut tx = self.db.begin().await?;
-            let mut selection = Target::Account(key_id.clone()).selection(None);
+            let target = Target::Account(key_id.clone());
+            let mut selection = target.selection(None);
             selection.with_spent = true;
-            if let Some(mut state) = db::state::load(&mut tx, &selection, Lock::Wait)
-                .await?
-                .pop()
+            if let Some(mut state) =
+                target.pick(db::state::load(&mut tx, &selection, Lock::Wait).await?)
             {
                 let shared = input.shared.unwrap_or(state.account.shared);
                 let external_id = match &input.external_id {
@@ -393,6 +449,18 @@ impl Ledger {
                 db::state::persist(&mut tx, [&state]).await?;
                 tx.commit().await?;
                 return Ok((*account, false));
+            }
+            // A member key draws from its shared account and has none of its own.
+            db::members::lock_key(&mut tx, key_id.as_str()).await?;
+            if let Some(account) = db::members::account_of(&mut tx, key_id.as_str()).await? {
+                return Err(LedgerError::Conflict {
+                    code: "key_is_member",
+                    message: format!(
+                        "key {key_id} is a member of shared account {account} and draws from it; \
+                         remove it there first (DELETE /v1/accounts/{account}/members/{key_id})"
+                    ),
+                }
+                .into());
             }
             let external_id = input.external_id.clone().flatten();
             check_shared(
@@ -513,7 +581,8 @@ impl Ledger {
         };
         let Some(mut state) = db::state::load(&mut tx, &selection, Lock::SkipLocked)
             .await?
-            .pop()
+            .into_iter()
+            .find(|s| s.key_id().as_str() == key_id)
         else {
             return Ok(Maintenance::default());
         };

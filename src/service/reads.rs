@@ -24,9 +24,8 @@ impl Ledger {
         let mut selection = target.selection(None);
         selection.with_spent = true;
         let mut conn = self.db.acquire().await?;
-        let state = db::state::load(&mut conn, &selection, Lock::None)
-            .await?
-            .pop()
+        let state = target
+            .pick(db::state::load(&mut conn, &selection, Lock::None).await?)
             .ok_or_else(|| target.not_found())?;
         if !roll::is_due(&state, self.now()) {
             return Ok(state);
@@ -35,9 +34,8 @@ impl Ledger {
         self.run(target, &Request::new(Command::Maintain, None))
             .await?;
         let mut conn = self.db.acquire().await?;
-        Ok(db::state::load(&mut conn, &selection, Lock::None)
-            .await?
-            .pop()
+        Ok(target
+            .pick(db::state::load(&mut conn, &selection, Lock::None).await?)
             .ok_or_else(|| target.not_found())?)
     }
 
@@ -235,13 +233,15 @@ impl Ledger {
         Ok(Usage { data })
     }
 
-    /// The shared account of a customer (Unkey identity `externalId`), if one is marked shared.
+    /// The shared account a key draws from: the one it is a registered member of, else its
+    /// customer's (Unkey identity `externalId`) if one is marked shared.
     pub async fn shared_account_for(
         &self,
-        external_id: &str,
+        key_id: &KeyId,
+        external_id: Option<&str>,
     ) -> Result<Option<KeyId>, ServiceError> {
         let mut conn = self.db.acquire().await?;
-        db::accounts::shared_for(&mut conn, external_id)
+        db::accounts::shared_for(&mut conn, key_id.as_str(), external_id)
             .await?
             .map(|k| KeyId::try_from(k).map_err(|e| ServiceError::Corrupt(e.to_string())))
             .transpose()

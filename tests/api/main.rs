@@ -17,6 +17,7 @@ mod grants;
 mod health;
 mod history;
 mod idempotency;
+mod members;
 mod openapi;
 mod overrides;
 mod periods;

@@ -17,7 +17,12 @@ const REFERENCE_TABLES: [&str; 4] = [
 
 /// The column each per-account table is distributed by, where it is not `key_id`: an idempotency
 /// record is scoped to its account (or, for account-less routes, to the route).
-const DISTRIBUTED_BY: [(&str, &str); 1] = [("idempotency_keys", "scope")];
+/// The directory of member keys is distributed by the member key, which routes a request
+/// addressed to it to its shared account.
+const DISTRIBUTED_BY: [(&str, &str); 2] = [
+    ("idempotency_keys", "scope"),
+    ("member_keys", "member_key_id"),
+];
 
 #[tokio::test]
 async fn every_unique_constraint_of_a_per_account_table_includes_its_account_key() {

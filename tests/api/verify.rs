@@ -646,3 +646,53 @@ async fn metrics_count_every_way_credits_are_debited() {
     assert_eq!(sample(&app, refused).await, 1.0);
     assert_eq!(sample(&app, credits).await, 230.0);
 }
+
+#[tokio::test]
+async fn a_registered_member_key_verifies_against_its_shared_account_within_its_cap() {
+    let (app, unkey) = setup(&[]).await;
+    app.create_account("org_pool", "pro").await;
+    app.put("/v1/accounts/org_pool/members/key_m")
+        .json(json!({"caps": {"credits": 15}}))
+        .send()
+        .await
+        .assert_status(201);
+    // No Unkey identity: the registration alone routes the key.
+    unkey.valid("sk_m", "key_m", json!({"plan": "pro"}));
+    let first = verify(&app, "sk_m", json!({"operation": "image.generate"})).await;
+    first.assert_status(200);
+    assert_eq!(first.body["account_key_id"], "org_pool");
+    assert_eq!(
+        app.count("accounts").await,
+        1,
+        "no account provisioned for the member"
+    );
+    let capped = verify(&app, "sk_m", json!({"operation": "image.generate"})).await;
+    capped.assert_error(402, "credits_exhausted");
+    assert_eq!(capped.body["error"]["details"]["reason"], "key_cap");
+    assert_eq!(capped.body["error"]["details"]["key_used"], 10);
+    verify(&app, "sk_m", json!({"operation": "search", "quantity": 5}))
+        .await
+        .assert_status(200);
+
+    // Another debit on the account is not the member's.
+    app.debit("org_pool", json!({"cost": 7}))
+        .await
+        .assert_status(201);
+    let entries = app.get("/v1/me/entries").token("sk_m").send().await;
+    entries.assert_status(200);
+    let amounts: Vec<i64> = entries.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["amount"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        amounts,
+        [-5, -10],
+        "only the member's own entries, newest first"
+    );
+    let balance = app.get("/v1/me/balance").token("sk_m").send().await;
+    assert_eq!(balance.body["key_id"], "org_pool");
+    assert_eq!(balance.body["pools"][0]["available"], 78);
+    app.assert_audit_clean().await;
+}

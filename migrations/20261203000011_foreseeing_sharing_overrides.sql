@@ -37,7 +37,168 @@ ALTER TABLE reservations ADD COLUMN overrides jsonb;
 -- The member key a hold was made for, carried to its debit.
 ALTER TABLE reservations ADD COLUMN source_key_id text;
 
--- The persist function of 20261203000010, with the columns above written.
+-- Members of shared accounts (DESIGN.md section 5, "Shared accounts, per-key caps"). A key is a
+-- member of at most one account: `member_keys` is the directory a request addressed to a member
+-- key is routed through (distributed by the member key); `members` holds, with the account, the
+-- member's per-period caps and what it used this period (accepted debits, committed holds, less
+-- refunds), read and written with the account's state under its row lock.
+CREATE TABLE member_keys (
+    member_key_id text PRIMARY KEY,
+    -- The shared account (no foreign key: the directory is distributed by the member key; rows
+    -- are written and removed with the account's `members` row, under its lock).
+    key_id        text NOT NULL,
+    created_at    timestamptz NOT NULL
+);
+CREATE TABLE members (
+    key_id        text NOT NULL REFERENCES accounts (key_id),
+    member_key_id text NOT NULL,
+    caps          jsonb NOT NULL DEFAULT '{}'::jsonb,
+    period_start  timestamptz,
+    used          jsonb NOT NULL DEFAULT '{}'::jsonb,
+    created_at    timestamptz NOT NULL,
+    updated_at    timestamptz NOT NULL,
+    PRIMARY KEY (key_id, member_key_id)
+);
+
+-- The load of 20261202000003, which also brings in the shared account of a member key named,
+-- and the member records the commands speak for. The previous signature stays for one release:
+-- replicas of the previous release call it during a rolling deploy.
+CREATE FUNCTION ledger_load_states(
+    p_keys text[], p_reservations uuid[], p_debits uuid[], p_grants uuid[],
+    p_idempotency_keys text[], p_lock boolean, p_skip_locked boolean, p_with_spent boolean,
+    p_members text[])
+RETURNS TABLE (account_key text, state jsonb)
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
+DECLARE
+    v_keys text[];
+BEGIN
+    -- Each lookup by id runs only when ids were given: with a generic plan, an empty array
+    -- would still cost a scan.
+    v_keys := p_keys;
+    -- A key named that is a member of a shared account brings in that account.
+    IF cardinality(p_keys) > 0 THEN
+        v_keys := v_keys || ARRAY(SELECT mk.key_id FROM member_keys mk
+                                   WHERE mk.member_key_id = ANY (p_keys));
+    END IF;
+    IF cardinality(p_reservations) > 0 THEN
+        v_keys := v_keys || ARRAY(SELECT r.key_id FROM unnest(p_reservations) u (id)
+                                    JOIN reservations r ON r.id = u.id);
+    END IF;
+    IF cardinality(p_debits) > 0 THEN
+        v_keys := v_keys || ARRAY(SELECT d.key_id FROM unnest(p_debits) u (id)
+                                    JOIN debits d ON d.id = u.id);
+    END IF;
+    IF cardinality(p_grants) > 0 THEN
+        v_keys := v_keys || ARRAY(SELECT g.key_id FROM unnest(p_grants) u (id)
+                                    JOIN grants g ON g.id = u.id);
+    END IF;
+    IF p_lock AND p_skip_locked THEN
+        -- The scheduler passes over accounts another transaction is working on.
+        SELECT coalesce(array_agg(l.key_id), '{}') INTO v_keys FROM (
+            SELECT a.key_id FROM accounts a WHERE a.key_id = ANY (v_keys)
+             ORDER BY a.key_id FOR UPDATE SKIP LOCKED) l;
+    ELSIF p_lock THEN
+        -- Only the accounts locked here are loaded: one created (and committed) after this
+        -- statement's snapshot, while it waited for another batch's locks, is not, since this
+        -- transaction does not hold its lock.
+        SELECT coalesce(array_agg(l.key_id), '{}') INTO v_keys FROM (
+            SELECT a.key_id FROM accounts a WHERE a.key_id = ANY (v_keys)
+             ORDER BY a.key_id FOR UPDATE) l;
+    END IF;
+    -- What only named ids bring in (a debit and its refunds, a reservation that is no longer
+    -- active) is read only when ids were named (CASE evaluates the subquery only then), and
+    -- each id is looked up by its account and itself, LATERAL and OFFSET 0 keeping the planner
+    -- to that unique-index probe: neither costs more as an account's history grows.
+    RETURN QUERY
+    SELECT a.key_id, jsonb_build_object(
+        'account', to_jsonb(a),
+        'plan', (SELECT to_jsonb(p) FROM plan_heads h
+                   JOIN plans p ON p.id = h.id AND p.version = h.latest_version
+                  WHERE h.id = a.plan_id),
+        'pools', coalesce((SELECT jsonb_agg(to_jsonb(ap)) FROM account_pools ap
+                            WHERE ap.key_id = a.key_id), '[]'),
+        'grants', coalesce((SELECT jsonb_agg(to_jsonb(g)) FROM grants g
+                             WHERE g.key_id = a.key_id
+                               AND ((g.voided_at IS NULL
+                                     AND (g.remaining > 0 OR g.expires_at > a.period_start
+                                          OR (p_with_spent AND g.expires_at IS NULL)))
+                                    OR (g.kind = 'allowance' AND g.period_start = a.period_start)
+                                    OR g.id = ANY (p_grants)
+                                    OR g.id IN (SELECT (x->>'grant_id')::uuid
+                                                  FROM reservations r, jsonb_array_elements(r.drawn) x
+                                                 WHERE r.key_id = a.key_id AND r.status = 'active')
+                                    OR (cardinality(p_reservations) > 0
+                                        AND g.id IN (SELECT (x->>'grant_id')::uuid
+                                                       FROM unnest(p_reservations) u (id),
+                                                            LATERAL (SELECT r.drawn FROM reservations r
+                                                                      WHERE r.key_id = a.key_id AND r.id = u.id
+                                                                     OFFSET 0) r,
+                                                            jsonb_array_elements(r.drawn) x))
+                                    OR (cardinality(p_debits) > 0
+                                        AND g.id IN (SELECT (x->>'grant_id')::uuid
+                                                       FROM unnest(p_debits) u (id),
+                                                            LATERAL (SELECT d.drawn FROM debits d
+                                                                      WHERE d.key_id = a.key_id AND d.id = u.id
+                                                                     OFFSET 0) d,
+                                                            jsonb_array_elements(d.drawn) x)))),
+                           '[]'),
+        'reservations', coalesce((SELECT jsonb_agg(to_jsonb(r)) FROM reservations r
+                                   WHERE r.key_id = a.key_id AND r.status = 'active'), '[]')
+                        || CASE WHEN cardinality(p_reservations) = 0 THEN '[]'::jsonb ELSE
+                           coalesce((SELECT jsonb_agg(to_jsonb(r))
+                                       FROM (SELECT DISTINCT unnest(p_reservations) AS id) u,
+                                            LATERAL (SELECT r.* FROM reservations r
+                                                      WHERE r.key_id = a.key_id AND r.id = u.id
+                                                     OFFSET 0) r
+                                      WHERE r.status <> 'active'), '[]') END,
+        'debits', CASE WHEN cardinality(p_debits) = 0 THEN '[]'::jsonb ELSE
+                  coalesce((SELECT jsonb_agg(to_jsonb(d))
+                              FROM (SELECT DISTINCT unnest(p_debits) AS id) u,
+                                   LATERAL (SELECT d.* FROM debits d
+                                             WHERE d.key_id = a.key_id AND d.id = u.id
+                                            OFFSET 0) d), '[]') END,
+        'refunds', CASE WHEN cardinality(p_debits) = 0 THEN '[]'::jsonb ELSE
+                   coalesce((SELECT jsonb_agg(to_jsonb(f))
+                               FROM (SELECT DISTINCT unnest(p_debits) AS id) u,
+                                    LATERAL (SELECT f.* FROM refunds f
+                                              WHERE f.key_id = a.key_id AND f.debit_id = u.id
+                                             OFFSET 0) f), '[]') END,
+        'idempotency', CASE WHEN cardinality(p_idempotency_keys) = 0 THEN '[]'::jsonb ELSE
+                       coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                          'key', i.key, 'request_hash', i.request_hash,
+                                          'response', i.response, 'created_at', i.created_at))
+                                   FROM idempotency_keys i
+                                  WHERE i.scope = a.key_id AND i.key = ANY (p_idempotency_keys)
+                                    AND i.status > 0), '[]') END,
+        'alerts', coalesce((SELECT jsonb_agg(to_jsonb(pa)) FROM pool_alerts pa
+                             WHERE pa.key_id = a.key_id AND pa.period_start = a.period_start), '[]'),
+        -- The members a command speaks for: named, a debit's or a reservation's maker.
+        'members', coalesce((SELECT jsonb_agg(to_jsonb(m)) FROM members m
+                              WHERE m.key_id = a.key_id
+                                AND (m.member_key_id = ANY (p_keys)
+                                     OR m.member_key_id = ANY (p_members)
+                                     OR (cardinality(p_debits) > 0
+                                         AND m.member_key_id IN (
+                                             SELECT d.source_key_id
+                                               FROM unnest(p_debits) u (id),
+                                                    LATERAL (SELECT d.source_key_id FROM debits d
+                                                              WHERE d.key_id = a.key_id AND d.id = u.id
+                                                             OFFSET 0) d))
+                                     OR (cardinality(p_reservations) > 0
+                                         AND m.member_key_id IN (
+                                             SELECT r.source_key_id
+                                               FROM unnest(p_reservations) u (id),
+                                                    LATERAL (SELECT r.source_key_id FROM reservations r
+                                                              WHERE r.key_id = a.key_id AND r.id = u.id
+                                                             OFFSET 0) r)))), '[]'))
+      FROM accounts a
+     WHERE a.key_id = ANY (v_keys)
+     ORDER BY a.key_id;
+END;
+$$;
+
+-- The persist function of 20261203000010, with the columns above written, and what members
+-- used this period.
 CREATE OR REPLACE FUNCTION ledger_persist(p_doc jsonb) RETURNS void
 LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
@@ -177,6 +338,12 @@ BEGIN
                period_start, available, status, created_at, created_at, settled_at, grant_id,
                failure
           FROM jsonb_populate_recordset(NULL::auto_top_ups, p_doc->'auto_top_ups');
+    END IF;
+    IF p_doc ? 'members' THEN
+        UPDATE members m
+           SET period_start = x.period_start, used = x.used, updated_at = x.updated_at
+          FROM jsonb_populate_recordset(NULL::members, p_doc->'members') x
+         WHERE m.key_id = x.key_id AND m.member_key_id = x.member_key_id;
     END IF;
     IF p_doc ? 'alerts' THEN
         INSERT INTO pool_alerts (key_id, pool, period_start, thresholds_reached, thresholds_resolved,

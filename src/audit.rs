@@ -58,6 +58,8 @@ pub const CHECKS: &[&str] = &[
     "refunds_match_debit",
     "usage_matches_debits",
     "top_up_in_flight_matches_requests",
+    "allowance_used_matches_debits",
+    "member_used_matches_debits",
 ];
 
 /// A check: a query returning `(key_id, subject, detail)` rows ordered by key_id, one row per
@@ -317,6 +319,68 @@ const QUERIES: &[Check] = &[
                             WHERE status = 'requested') t
                        ON t.key_id = p.key_id AND t.pool = p.pool
                WHERE p.top_up_in_flight IS DISTINCT FROM t.id
+               ORDER BY 1, 2",
+    },
+    // allowance_used is what this period's debits drew from allowance grants, less what their
+    // refunds gave back to those grants.
+    Check {
+        name: "allowance_used_matches_debits",
+        uses_cutoff: false,
+        sql: "SELECT p.key_id,
+                     format('pool %s', p.pool),
+                     format('allowance_used is %s but the debits of the period starting %s drew \
+                             %s from allowance grants net of refunds', p.allowance_used,
+                            a.period_start, coalesce(d.total, 0) - coalesce(f.total, 0))
+                FROM account_pools p
+                JOIN accounts a ON a.key_id = p.key_id
+                LEFT JOIN (SELECT d.key_id, d.pool, sum((x->>'amount')::bigint) AS total
+                             FROM debits d
+                             JOIN accounts a ON a.key_id = d.key_id
+                            CROSS JOIN LATERAL jsonb_array_elements(d.drawn) x
+                            WHERE d.period_start = a.period_start AND x->>'kind' = 'allowance'
+                            GROUP BY d.key_id, d.pool) d
+                       ON d.key_id = p.key_id AND d.pool = p.pool
+                LEFT JOIN (SELECT f.key_id, d.pool, sum((x->>'amount')::bigint) AS total
+                             FROM refunds f
+                             JOIN debits d ON d.key_id = f.key_id AND d.id = f.debit_id
+                             JOIN accounts a ON a.key_id = d.key_id
+                            CROSS JOIN LATERAL jsonb_array_elements(f.parts) x
+                             JOIN grants g ON g.key_id = f.key_id
+                                          AND g.id = (x->>'grant_id')::uuid
+                            WHERE d.period_start = a.period_start AND g.kind = 'allowance'
+                            GROUP BY f.key_id, d.pool) f
+                       ON f.key_id = p.key_id AND f.pool = p.pool
+               WHERE p.allowance_used <> coalesce(d.total, 0) - coalesce(f.total, 0)
+               ORDER BY p.key_id, p.pool",
+    },
+    // A member's use this period is what the debits it made as a member cost, net of refunds.
+    Check {
+        name: "member_used_matches_debits",
+        uses_cutoff: false,
+        sql: "WITH spent AS (
+                  SELECT m.key_id, m.member_key_id, d.pool::text AS pool,
+                         sum(d.cost - d.refunded) AS total
+                    FROM members m
+                    JOIN accounts a ON a.key_id = m.key_id
+                    JOIN debits d ON d.key_id = m.key_id AND d.source_key_id = m.member_key_id
+                                 AND d.period_start = a.period_start
+                                 AND d.created_at >= m.created_at
+                   GROUP BY 1, 2, 3),
+              counted AS (
+                  SELECT m.key_id, m.member_key_id, u.key AS pool, u.value::bigint AS used
+                    FROM members m
+                    JOIN accounts a ON a.key_id = m.key_id
+                   CROSS JOIN LATERAL jsonb_each_text(m.used) u
+                   WHERE m.period_start = a.period_start)
+              SELECT coalesce(s.key_id, c.key_id),
+                     format('member %s, pool %s', coalesce(s.member_key_id, c.member_key_id),
+                            coalesce(s.pool, c.pool)),
+                     format('used is %s but its debits of the period cost %s net of refunds',
+                            coalesce(c.used, 0), coalesce(s.total, 0))
+                FROM spent s
+                FULL JOIN counted c ON c.key_id = s.key_id
+                                   AND c.member_key_id = s.member_key_id AND c.pool = s.pool
+               WHERE coalesce(c.used, 0) <> coalesce(s.total, 0)
                ORDER BY 1, 2",
     },
 ];

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 
 use super::error::{checked, Exhausted, KeyCap, LedgerError};
-use super::state::AccountState;
+use super::state::{AccountState, DebitRecord};
 use super::types::{PoolName, ReservationStatus};
 
 /// What `member_key_id` used of `pool` in the current period: accepted debits and committed
@@ -61,6 +61,27 @@ pub fn check_cap(
         key_used: used,
     });
     Err(LedgerError::CreditsExhausted(Box::new(refused)))
+}
+
+/// A refund of `amount` of a debit of this period gives its member key that much use back, if
+/// the debit was made while the key was a member (one made before counted nothing).
+pub fn refund_use(
+    state: &mut AccountState,
+    debit: &DebitRecord,
+    amount: i64,
+    now: DateTime<Utc>,
+) -> Result<(), LedgerError> {
+    let Some(member) = debit.source_key_id.as_deref() else {
+        return Ok(());
+    };
+    let counted = state
+        .members
+        .get(member)
+        .is_some_and(|m| m.created_at <= debit.created_at);
+    if !counted {
+        return Ok(());
+    }
+    add_use(state, Some(member), &debit.pool, -amount, now)
 }
 
 /// Counts `delta` credits (negative for a refund) as used by a member key this period. Keys

@@ -149,7 +149,7 @@ pub fn refund(
         let counters = state.pool_mut(&pool)?;
         counters.used -= amount;
         counters.allowance_used = (counters.allowance_used - to_allowance).max(0);
-        super::members::add_use(state, debit.source_key_id.as_deref(), &pool, -amount, now)?;
+        super::members::refund_use(state, &debit, amount, now)?;
     }
     state.debits[index].refunded += amount;
     state.effects.debits.insert(debit_id);

@@ -154,7 +154,7 @@ async fn a_ledger_built_through_the_api_audits_clean() {
     let app = ledger().await;
     let violations = audit_now(&app).await;
     assert!(violations.is_empty(), "clean:{}", lines(&violations));
-    assert_eq!(audit::CHECKS.len(), 15);
+    assert_eq!(audit::CHECKS.len(), 17);
 }
 
 #[tokio::test]
@@ -558,7 +558,7 @@ async fn the_audit_command_exits_0_when_clean_and_1_printing_each_violation() {
     let clean = binary(&app.db.url).output().unwrap();
     let stdout = String::from_utf8(clean.stdout).unwrap();
     assert_eq!(clean.status.code(), Some(0), "{stdout}");
-    assert_eq!(stdout.trim_end(), "audit: clean, 15 checks");
+    assert_eq!(stdout.trim_end(), "audit: clean, 17 checks");
 
     sql(
         &app,
@@ -649,4 +649,60 @@ async fn a_usage_rollup_that_differs_from_the_debits_is_reported() {
     .await;
     let violations = audit_now(&app).await;
     assert_only(&violations, "usage_matches_debits", &["key_b"]);
+}
+
+#[tokio::test]
+async fn allowance_used_that_differs_from_what_debits_drew_from_the_allowance_is_reported() {
+    let app = ledger().await;
+    // key_a's debits drew its whole allowance of 100 and then the pack.
+    let used: i64 =
+        sqlx::query_scalar("SELECT allowance_used FROM account_pools WHERE key_id = 'key_a'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(used, 100);
+    sql(
+        &app,
+        "UPDATE account_pools SET allowance_used = 60 WHERE key_id = 'key_a'",
+    )
+    .await;
+    let violations = audit_now(&app).await;
+    assert_only(&violations, "allowance_used_matches_debits", &["key_a"]);
+    assert!(
+        violations[0].detail.contains("allowance_used is 60")
+            && violations[0].detail.contains("drew 100"),
+        "{}",
+        violations[0]
+    );
+}
+
+#[tokio::test]
+async fn a_members_use_that_differs_from_its_debits_is_reported() {
+    let app = ledger().await;
+    app.put("/v1/accounts/key_b/members/key_m")
+        .json(json!({"caps": {"credits": 50}}))
+        .send()
+        .await
+        .assert_status(201);
+    let debit = app.debit("key_m", json!({"cost": 9})).await;
+    debit.assert_status(201);
+    let id = debit.body["id"].as_str().unwrap();
+    app.post(&format!("/v1/debits/{id}/refunds"))
+        .json(json!({"amount": 4}))
+        .send()
+        .await
+        .assert_status(201);
+    assert!(audit_now(&app).await.is_empty());
+    sql(
+        &app,
+        r#"UPDATE members SET used = '{"credits": 2}' WHERE member_key_id = 'key_m'"#,
+    )
+    .await;
+    let violations = audit_now(&app).await;
+    assert_only(&violations, "member_used_matches_debits", &["key_b"]);
+    assert!(
+        violations[0].detail.contains("used is 2") && violations[0].detail.contains("cost 5"),
+        "{}",
+        violations[0]
+    );
 }

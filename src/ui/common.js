@@ -210,7 +210,17 @@
             (beyond > 0 ? ` · ${fmt.n(beyond)} more from packs, rollover or overage` : "")
           : `Used this period: ${fmt.n(used)}`) +
         (pool.reserved ? ` · reserved: ${fmt.n(pool.reserved)}` : "") +
-        (pool.overage_limit ? ` · overage: ${fmt.n(pool.overage_used)} of ${fmt.n(pool.overage_limit)}` : "")));
+        (pool.overage_limit ? ` · overage: ${fmt.n(pool.overage_used)} of ${fmt.n(pool.overage_limit)}` : "")),
+      pool.overrides ? el("p", { class: "hint" }, `This account's own terms: ${overrideText(pool.overrides)}`) : null);
+  }
+
+  /** An account's overrides of a pool, in words. */
+  function overrideText(o) {
+    const parts = [];
+    if (o.allowance !== null && o.allowance !== undefined) parts.push(`allowance ${fmt.n(o.allowance)}`);
+    if (o.rollover_cap !== null && o.rollover_cap !== undefined) parts.push(`rollover cap ${fmt.n(o.rollover_cap)}`);
+    if (o.overage_limit !== null && o.overage_limit !== undefined) parts.push(`overage limit ${fmt.n(o.overage_limit)}`);
+    return parts.join(", ");
   }
 
   /** Journal entries as a table; `withDebits` adds the debit id a refund needs. */

@@ -79,9 +79,8 @@ pub fn debit(
         ..EntryRefs::default()
     };
 
-    // A member key's cap is checked first: its refusal says the key, not the pool, is spent.
-    super::members::check_cap(state, request.source_key_id.as_deref(), &pool, cost, || {
-        let available = state.available(&pool, now)?.unwrap_or(0);
+    let available = state.available(&pool, now)?.unwrap_or(0);
+    let refusal = |state: &AccountState| {
         let limit = counters.overage_limit;
         exhausted(
             state,
@@ -92,7 +91,10 @@ pub fn debit(
             limit,
             now,
         )
-    })?;
+    };
+    // A member key's cap is checked first: its refusal says the key, not the pool, is spent.
+    let source = request.source_key_id.as_deref();
+    super::members::check_cap(state, source, &pool, cost, || refusal(state))?;
     let mut drawn = Vec::new();
     let mut overage = 0;
     if counters.allowance.is_none() {
@@ -101,17 +103,8 @@ pub fn debit(
             state.journal(&pool, EntryKind::Debit, -cost, refs(), now, now)?;
         }
     } else {
-        let available = state.available(&pool, now)?.unwrap_or(0);
         if available.saturating_sub(cost) < -counters.overage_limit {
-            let refusal = exhausted(
-                state,
-                &pool,
-                operation.as_deref(),
-                cost,
-                available,
-                counters.overage_limit,
-                now,
-            )?;
+            let refusal = refusal(state)?;
             if !request.dry_run {
                 alerts::exhausted(state, &refusal, now);
             }

@@ -45,38 +45,26 @@ pub fn reserve(
     let operation = request.spec.operation.as_ref().map(|o| o.to_string());
     let counters = state.pool(&pool)?.clone();
     let id = Uuid::now_v7();
-    super::members::check_cap(
-        state,
-        request.source_key_id.as_deref(),
-        &pool,
-        charge.cost,
-        || {
-            let available = state.available(&pool, now)?.unwrap_or(0);
-            exhausted(
-                state,
-                &pool,
-                operation.as_deref(),
-                charge.cost,
-                available,
-                0,
-                now,
-            )
-        },
-    )?;
+    let available = state.available(&pool, now)?.unwrap_or(0);
+    // A hold never goes into overage: it is refused as a pool with no overage limit.
+    let refusal = |state: &AccountState| {
+        exhausted(
+            state,
+            &pool,
+            operation.as_deref(),
+            charge.cost,
+            available,
+            0,
+            now,
+        )
+    };
+    let source = request.source_key_id.as_deref();
+    super::members::check_cap(state, source, &pool, charge.cost, || refusal(state))?;
     let mut drawn = Vec::new();
     if counters.allowance.is_some() {
-        let available = state.available(&pool, now)?.unwrap_or(0);
         let granted = state.drawable(&pool, now);
         let Some(taken) = draw(&granted, charge.cost).filter(|_| available >= charge.cost) else {
-            let refusal = exhausted(
-                state,
-                &pool,
-                operation.as_deref(),
-                charge.cost,
-                available,
-                0,
-                now,
-            )?;
+            let refusal = refusal(state)?;
             alerts::exhausted(state, &refusal, now);
             return Err(LedgerError::CreditsExhausted(Box::new(refusal)));
         };

@@ -110,3 +110,169 @@ pub fn add_use(
     state.effects.members.insert(member_key_id.to_owned());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::{Duration, TimeZone, Utc};
+    use proptest::prelude::*;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::ledger::account::{self, AccountInput};
+    use crate::ledger::command::{apply, Answer, Command, Request};
+    use crate::ledger::debit::DebitRequest;
+    use crate::ledger::plan::{Plan, PoolSpec};
+    use crate::ledger::pricing::DebitSpec;
+    use crate::ledger::reserve::ReservationRequest;
+    use crate::ledger::state::MemberRecord;
+    use crate::ledger::types::{KeyId, PlanId};
+
+    const MEMBERS: [(&str, Option<i64>); 3] = [("m1", Some(50)), ("m2", Some(30)), ("m3", None)];
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Debit { member: usize, cost: i64 },
+        Reserve { member: usize, cost: i64 },
+        Commit { pick: usize, part: Option<i64> },
+        Release { pick: usize },
+        Refund { pick: usize, amount: Option<i64> },
+        Advance { hours: i64 },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => (0..3usize, 1..25i64).prop_map(|(member, cost)| Step::Debit { member, cost }),
+            2 => (0..3usize, 1..25i64).prop_map(|(member, cost)| Step::Reserve { member, cost }),
+            2 => (any::<usize>(), proptest::option::of(1..25i64))
+                .prop_map(|(pick, part)| Step::Commit { pick, part }),
+            1 => any::<usize>().prop_map(|pick| Step::Release { pick }),
+            2 => (any::<usize>(), proptest::option::of(1..25i64))
+                .prop_map(|(pick, amount)| Step::Refund { pick, amount }),
+            1 => (1..400i64).prop_map(|hours| Step::Advance { hours }),
+        ]
+    }
+
+    fn spec(cost: i64) -> DebitSpec {
+        DebitSpec {
+            operation: None,
+            quantity: 1,
+            cost: Some(cost),
+            pool: None,
+        }
+    }
+
+    fn opened() -> AccountState {
+        let pool = PoolName::default_pool();
+        let plan = Plan::for_tests(
+            BTreeMap::from([(pool.clone(), PoolSpec::limited(1000))]),
+            BTreeMap::new(),
+        );
+        let input = AccountInput {
+            plan: PlanId::parse("plan", "test").unwrap(),
+            billing_anchor: None,
+            external_id: None,
+            metadata: None,
+            shared: Some(true),
+            auto_top_up: None,
+            overrides: None,
+        };
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let key = KeyId::parse("key_id", "org").unwrap();
+        let mut state = account::open(&key, &plan, &input, now).unwrap();
+        for (member, cap) in MEMBERS {
+            state.members.insert(
+                member.to_owned(),
+                MemberRecord {
+                    member_key_id: member.to_owned(),
+                    caps: cap.map(|c| (pool.clone(), c)).into_iter().collect(),
+                    period_start: None,
+                    used: BTreeMap::new(),
+                    created_at: now,
+                    updated_at: now,
+                },
+            );
+        }
+        state
+    }
+
+    proptest! {
+        /// Whatever members do, none passes its cap in a period (its holds counted), and what
+        /// each is counted as using is what its debits of the period cost net of refunds.
+        #[test]
+        fn a_member_never_passes_its_cap_and_its_use_is_its_debits(
+            steps in proptest::collection::vec(step(), 1..60)
+        ) {
+            let pool = PoolName::default_pool();
+            let mut state = opened();
+            let mut now = state.account.period_start;
+            let mut holds: Vec<Uuid> = Vec::new();
+            let mut debits: Vec<Uuid> = Vec::new();
+            for step in steps {
+                let command = match step {
+                    Step::Debit { member, cost } => Command::Debit(DebitRequest {
+                        spec: spec(cost),
+                        metadata: serde_json::json!({}),
+                        dry_run: false,
+                        source_key_id: Some(MEMBERS[member].0.to_owned()),
+                    }),
+                    Step::Reserve { member, cost } => Command::Reserve(ReservationRequest {
+                        spec: spec(cost),
+                        ttl_seconds: 3600,
+                        metadata: serde_json::json!({}),
+                        source_key_id: Some(MEMBERS[member].0.to_owned()),
+                    }),
+                    Step::Commit { pick, part } if !holds.is_empty() => Command::Commit {
+                        reservation_id: holds[pick % holds.len()],
+                        amount: part,
+                    },
+                    Step::Release { pick } if !holds.is_empty() => Command::Release {
+                        reservation_id: holds[pick % holds.len()],
+                    },
+                    Step::Refund { pick, amount } if !debits.is_empty() => Command::Refund {
+                        debit_id: debits[pick % debits.len()],
+                        amount,
+                        reason: None,
+                    },
+                    Step::Advance { hours } => {
+                        now += Duration::hours(hours);
+                        Command::Maintain
+                    }
+                    _ => continue,
+                };
+                match apply(&mut state, &Request::new(command, None), now) {
+                    Ok(Answer::Reservation(r)) if r.status == ReservationStatus::Active => {
+                        holds.push(r.id)
+                    }
+                    Ok(Answer::Debit(d)) => debits.extend(d.id),
+                    Ok(_) => {}
+                    Err(LedgerError::Corrupt(what)) => {
+                        return Err(TestCaseError::fail(format!("corrupt: {what}")))
+                    }
+                    Err(_) => {}
+                }
+                for (member, cap) in MEMBERS {
+                    let used = key_used(&state, member, &pool);
+                    if let Some(cap) = cap {
+                        prop_assert!(used <= cap, "{member} used {used} of its cap {cap}");
+                    }
+                    let expected: i64 = state
+                        .debits
+                        .iter()
+                        .filter(|d| d.source_key_id.as_deref() == Some(member))
+                        .filter(|d| d.period_start == Some(state.account.period_start))
+                        .map(|d| d.cost - d.refunded)
+                        .sum();
+                    let counted = state
+                        .members
+                        .get(member)
+                        .filter(|m| m.period_start == Some(state.account.period_start))
+                        .and_then(|m| m.used.get(&pool).copied())
+                        .unwrap_or(0);
+                    prop_assert_eq!(counted, expected, "{}", member);
+                }
+            }
+        }
+    }
+}

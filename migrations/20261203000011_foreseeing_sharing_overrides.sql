@@ -8,16 +8,20 @@ ALTER TABLE account_pools ADD COLUMN allowance_used bigint NOT NULL DEFAULT 0;
 UPDATE account_pools ap
    SET allowance_used = greatest(0,
        coalesce((SELECT sum((x->>'amount')::bigint)
-                   FROM debits d, jsonb_array_elements(d.drawn) x
+                   FROM debits d
+                  CROSS JOIN LATERAL jsonb_array_elements(d.drawn) x
+                   JOIN grants g ON g.key_id = d.key_id AND g.id = (x->>'grant_id')::uuid
                   WHERE d.key_id = ap.key_id AND d.pool = ap.pool
-                    AND d.period_start = ap.period_start AND x->>'kind' = 'allowance'), 0)
+                    AND d.period_start = ap.period_start AND g.kind = 'allowance'
+                    AND g.period_start = ap.period_start), 0)
      - coalesce((SELECT sum((x->>'amount')::bigint)
                    FROM refunds f
                    JOIN debits d ON d.key_id = f.key_id AND d.id = f.debit_id
                   CROSS JOIN LATERAL jsonb_array_elements(f.parts) x
                    JOIN grants g ON g.key_id = f.key_id AND g.id = (x->>'grant_id')::uuid
                   WHERE f.key_id = ap.key_id AND d.pool = ap.pool
-                    AND d.period_start = ap.period_start AND g.kind = 'allowance'), 0))
+                    AND d.period_start = ap.period_start AND g.kind = 'allowance'
+                    AND g.period_start = ap.period_start), 0))
  WHERE ap.used > 0;
 
 -- grant.expiring: how many days ahead a plan warns, and when a grant was warned about.
@@ -36,6 +40,8 @@ ALTER TABLE debits ADD COLUMN overrides jsonb;
 ALTER TABLE reservations ADD COLUMN overrides jsonb;
 -- The member key a hold was made for, carried to its debit.
 ALTER TABLE reservations ADD COLUMN source_key_id text;
+-- The membership (its `members.created_at`) whose use a member key's debit counts in.
+ALTER TABLE debits ADD COLUMN member_since timestamptz;
 
 -- Members of shared accounts (DESIGN.md section 5, "Shared accounts, per-key caps"). A key is a
 -- member of at most one account: `member_keys` is the directory a request addressed to a member
@@ -262,10 +268,10 @@ BEGIN
     IF p_doc ? 'debits' THEN
         INSERT INTO debits (key_id, id, pool, operation, quantity, cost, plan_id, plan_version,
                             remaining, reset_at, drawn, metadata, created_at, reservation_id, refunded,
-                            overage, source_key_id, period_start, overrides)
+                            overage, source_key_id, period_start, overrides, member_since)
         SELECT key_id, id, pool, operation, quantity, cost, plan_id, plan_version, remaining, reset_at,
                drawn, metadata, created_at, reservation_id, refunded, overage, source_key_id,
-               period_start, overrides
+               period_start, overrides, member_since
           FROM jsonb_populate_recordset(NULL::debits, p_doc->'debits')
         ON CONFLICT (key_id, id) DO UPDATE SET refunded = EXCLUDED.refunded;
     END IF;

@@ -321,8 +321,8 @@ const QUERIES: &[Check] = &[
                WHERE p.top_up_in_flight IS DISTINCT FROM t.id
                ORDER BY 1, 2",
     },
-    // allowance_used is what this period's debits drew from allowance grants, less what their
-    // refunds gave back to those grants.
+    // allowance_used is what this period's debits drew from this period's allowance grant, less
+    // what their refunds gave back to it.
     Check {
         name: "allowance_used_matches_debits",
         uses_cutoff: false,
@@ -337,7 +337,10 @@ const QUERIES: &[Check] = &[
                              FROM debits d
                              JOIN accounts a ON a.key_id = d.key_id
                             CROSS JOIN LATERAL jsonb_array_elements(d.drawn) x
-                            WHERE d.period_start = a.period_start AND x->>'kind' = 'allowance'
+                             JOIN grants g ON g.key_id = d.key_id
+                                          AND g.id = (x->>'grant_id')::uuid
+                            WHERE d.period_start = a.period_start AND g.kind = 'allowance'
+                              AND g.period_start = a.period_start
                             GROUP BY d.key_id, d.pool) d
                        ON d.key_id = p.key_id AND d.pool = p.pool
                 LEFT JOIN (SELECT f.key_id, d.pool, sum((x->>'amount')::bigint) AS total
@@ -348,12 +351,14 @@ const QUERIES: &[Check] = &[
                              JOIN grants g ON g.key_id = f.key_id
                                           AND g.id = (x->>'grant_id')::uuid
                             WHERE d.period_start = a.period_start AND g.kind = 'allowance'
+                              AND g.period_start = a.period_start
                             GROUP BY f.key_id, d.pool) f
                        ON f.key_id = p.key_id AND f.pool = p.pool
                WHERE p.allowance_used <> coalesce(d.total, 0) - coalesce(f.total, 0)
                ORDER BY p.key_id, p.pool",
     },
-    // A member's use this period is what the debits it made as a member cost, net of refunds.
+    // A member's use this period is what the debits counted in its membership cost, net of
+    // refunds.
     Check {
         name: "member_used_matches_debits",
         uses_cutoff: false,
@@ -364,7 +369,7 @@ const QUERIES: &[Check] = &[
                     JOIN accounts a ON a.key_id = m.key_id
                     JOIN debits d ON d.key_id = m.key_id AND d.source_key_id = m.member_key_id
                                  AND d.period_start = a.period_start
-                                 AND d.created_at >= m.created_at
+                                 AND d.member_since = m.created_at
                    GROUP BY 1, 2, 3),
               counted AS (
                   SELECT m.key_id, m.member_key_id, u.key AS pool, u.value::bigint AS used

@@ -57,7 +57,7 @@ pub async fn due_for_maintenance(
                 JOIN plans p ON p.id = h.id AND p.version = h.latest_version
                WHERE g.remaining > 0 AND g.voided_at IS NULL AND g.expiry_warned_at IS NULL
                  AND g.kind IN ('pack', 'promotional', 'adjustment', 'refund')
-                 AND g.expires_at > $1
+                 AND g.effective_at <= $1 AND g.expires_at > $1
                  AND g.expires_at <= $1 + make_interval(days => (
                          SELECT coalesce(max(lp.expiry_warning_days), 0)
                            FROM plan_heads lh

@@ -160,14 +160,12 @@ pub fn update(
             if let Some(o) = &new {
                 overrides::check(&written, o)?;
             }
-            state.account.overrides = new;
-            let mut terms = written.clone();
-            if let Some(o) = &state.account.overrides {
-                terms = overrides::effective(&written, o);
-            }
+            let old = std::mem::replace(&mut state.account.overrides, new);
+            let terms = overrides::changed_terms(state, &written, old.as_ref());
             // New terms apply now, as a plan change prorated by the difference would: a changed
             // allowance grants (or takes back) the difference in this period, prices and the
-            // overage limit change at once, a rollover cap at the next roll.
+            // overage limit change at once, a rollover cap at the next roll. Only what the
+            // overrides changed moves: a newer plan version waits for the next period as ever.
             plan_change::change_plan(state, &terms, Proration::Difference, now)?;
             state.set_plan(&written);
         }

@@ -74,6 +74,7 @@ pub fn commit(
         source_key_id: r.source_key_id.clone(),
         period_start: Some(state.account.period_start),
         overrides: r.overrides.clone(),
+        member_since: None,
     };
     book(state, record, now)?;
     finish(

@@ -183,6 +183,7 @@ pub fn debit(
                 source_key_id: request.source_key_id.clone(),
                 period_start: Some(state.account.period_start),
                 overrides,
+                member_since: None,
             },
             now,
         )?;
@@ -194,14 +195,15 @@ pub fn debit(
 /// the period's `used`, the thresholds it crossed and the usage rollup.
 pub fn book(
     state: &mut AccountState,
-    record: DebitRecord,
+    mut record: DebitRecord,
     now: DateTime<Utc>,
 ) -> Result<(), LedgerError> {
     let pool = record.pool.clone();
+    // Only this period's allowance: a hold made before the roll may commit from the last one.
     let from_allowance: i64 = record
         .drawn
         .iter()
-        .filter(|d| d.kind == GrantKind::Allowance)
+        .filter(|d| current_allowance(state, d.grant_id))
         .map(|d| d.amount)
         .sum();
     let counters = state.pool_mut(&pool)?;
@@ -221,7 +223,7 @@ pub fn book(
         record.source_key_id.as_deref(),
         record.cost,
     )?;
-    super::members::add_use(
+    record.member_since = super::members::add_use(
         state,
         record.source_key_id.as_deref(),
         &pool,
@@ -230,4 +232,11 @@ pub fn book(
     )?;
     state.add_debit(record);
     Ok(())
+}
+
+/// Whether a grant is the allowance grant of the account's current period.
+pub fn current_allowance(state: &AccountState, grant_id: Uuid) -> bool {
+    state.grant(grant_id).is_some_and(|g| {
+        g.kind == GrantKind::Allowance && g.period_start == Some(state.account.period_start)
+    })
 }

@@ -64,7 +64,7 @@ pub fn check_cap(
 }
 
 /// A refund of `amount` of a debit of this period gives its member key that much use back, if
-/// the debit was made while the key was a member (one made before counted nothing).
+/// the debit counted in the key's current membership (one made before it counted nothing).
 pub fn refund_use(
     state: &mut AccountState,
     debit: &DebitRecord,
@@ -77,29 +77,31 @@ pub fn refund_use(
     let counted = state
         .members
         .get(member)
-        .is_some_and(|m| m.created_at <= debit.created_at);
+        .is_some_and(|m| debit.member_since == Some(m.created_at));
     if !counted {
         return Ok(());
     }
-    add_use(state, Some(member), &debit.pool, -amount, now)
+    add_use(state, Some(member), &debit.pool, -amount, now).map(|_| ())
 }
 
 /// Counts `delta` credits (negative for a refund) as used by a member key this period. Keys
-/// that are not registered members count nothing.
+/// that are not registered members count nothing. Returns the membership counted in (its
+/// `created_at`), if any.
 pub fn add_use(
     state: &mut AccountState,
     source_key_id: Option<&str>,
     pool: &PoolName,
     delta: i64,
     now: DateTime<Utc>,
-) -> Result<(), LedgerError> {
+) -> Result<Option<DateTime<Utc>>, LedgerError> {
     let Some(member_key_id) = source_key_id else {
-        return Ok(());
+        return Ok(None);
     };
     let period_start = state.account.period_start;
     let Some(member) = state.members.get_mut(member_key_id) else {
-        return Ok(());
+        return Ok(None);
     };
+    let since = member.created_at;
     if member.period_start != Some(period_start) {
         member.period_start = Some(period_start);
         member.used.clear();
@@ -108,7 +110,7 @@ pub fn add_use(
     *used = checked(used.checked_add(delta), "a member's use")?.max(0);
     member.updated_at = now;
     state.effects.members.insert(member_key_id.to_owned());
-    Ok(())
+    Ok(Some(since))
 }
 
 #[cfg(test)]

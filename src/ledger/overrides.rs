@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::plan::{Plan, UnitPrice};
+use super::plan::{Plan, PoolSpec, UnitPrice};
+use super::state::AccountState;
 use super::types::DEFAULT_POOL;
 use super::types::{check_non_negative, check_positive, InvalidField, OperationName, PoolName};
 
@@ -185,4 +186,46 @@ pub fn effective(plan: &Plan, overrides: &Overrides) -> Plan {
         }
     }
     plan
+}
+
+/// The terms a change of the account's overrides (from `old` to the account's current ones) is
+/// prorated to: each pool keeps the allowance and overage limit its period runs on, but for the
+/// fields whose override changed, which take their new effective value; prices are the new
+/// effective plan's. So a newer version of the plan, waiting for the next period, is not pulled
+/// into this one by an unrelated override.
+pub fn changed_terms(state: &AccountState, written: &Plan, old: Option<&Overrides>) -> Plan {
+    let new = state.account.overrides.as_ref();
+    let target = match new {
+        Some(o) => effective(written, o),
+        None => written.clone(),
+    };
+    let of = |o: Option<&Overrides>, pool: &PoolName| {
+        o.and_then(|o| o.pools.get(pool))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut terms = target.clone();
+    terms.definition.pools = BTreeMap::new();
+    for (pool, counters) in &state.pools {
+        let (before, after) = (of(old, pool), of(new, pool));
+        let spec = target.pools.get(pool);
+        let allowance = match spec {
+            Some(s) if before.allowance != after.allowance => s.allowance,
+            _ => counters.allowance,
+        };
+        let overage_limit = match spec {
+            Some(s) if before.overage_limit != after.overage_limit => s.overage_limit,
+            _ => counters.overage_limit,
+        };
+        terms.definition.pools.insert(
+            pool.clone(),
+            PoolSpec {
+                allowance,
+                rollover_cap: spec.and_then(|s| s.rollover_cap),
+                overage_limit,
+                low_balance: spec.and_then(|s| s.low_balance),
+            },
+        );
+    }
+    terms
 }

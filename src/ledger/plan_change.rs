@@ -167,6 +167,11 @@ fn prorate_difference(
                 }
                 None => {}
             }
+            // A cut may leave the period's use at or past thresholds that no debit will cross
+            // now (the allowance grant is spent): announce them (once, as always).
+            let allowance_used = state.pool(&pool)?.allowance_used;
+            let available = state.available(&pool, now)?;
+            super::alerts::thresholds_reached(state, &pool, 0, allowance_used, available, now)?;
         }
     }
     Ok(())

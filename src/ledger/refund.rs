@@ -137,12 +137,8 @@ pub fn refund(
         let to_allowance: i64 = parts
             .iter()
             .filter(|p| {
-                p.grant_id.is_some_and(|id| {
-                    debit
-                        .drawn
-                        .iter()
-                        .any(|d| d.grant_id == id && d.kind == GrantKind::Allowance)
-                })
+                p.grant_id
+                    .is_some_and(|id| super::debit::current_allowance(state, id))
             })
             .map(|p| p.amount)
             .sum();

@@ -154,6 +154,10 @@ pub struct DebitRecord {
     /// The account's overrides the debit was made under; `None` when the plan's terms applied.
     #[serde(default)]
     pub overrides: Option<Value>,
+    /// The membership (its `created_at`) whose use the debit counts in, when a member key of
+    /// the account made it as a member; a refund gives back that membership's use only.
+    #[serde(default)]
+    pub member_since: Option<DateTime<Utc>>,
 }
 
 impl DebitRecord {

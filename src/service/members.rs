@@ -29,12 +29,13 @@ impl Ledger {
             ))
             .into());
         }
-        let now = self.now();
         let mut tx = self.db().begin().await?;
         db::members::lock_key(&mut tx, member.as_str()).await?;
         if !db::members::lock_account(&mut tx, key_id.as_str()).await? {
             return Err(LedgerError::AccountNotFound(key_id.clone()).into());
         }
+        // Taken under the account's lock, after any debit that held it.
+        let now = self.now();
         if db::accounts::exists(&mut tx, member.as_str()).await? {
             return Err(LedgerError::Conflict {
                 code: "member_has_account",

@@ -176,13 +176,19 @@ fn as_member(
         }),
         _ => return None,
     };
-    // Idempotency-Keys are scoped to the shared account: the member key is part of what a key is
-    // tied to, so two members sending one key never get each other's answer.
+    // A member's Idempotency-Keys are its own, within the shared account's scope: two members
+    // (or a member and the account) may send the same key for different requests.
     let idempotency = request.idempotency.as_ref().map(|idem| Idempotency {
-        key: idem.key.clone(),
-        request_hash: format!("{}/{}", idem.request_hash, key),
+        key: member_idempotency_key(key, &idem.key),
+        request_hash: idem.request_hash.clone(),
     });
     Some((i, Request::new(command, idempotency)))
+}
+
+/// A member key's Idempotency-Key as stored in its shared account's scope. A line break cannot
+/// occur in a header value, so no key sent on the account itself can take this form.
+fn member_idempotency_key(member: &KeyId, key: &str) -> String {
+    format!("member\n{member}\n{key}")
 }
 
 /// The ledger: a database pool, a clock, and the batching writer every write goes through.
@@ -288,6 +294,12 @@ impl Ledger {
         let mut selection = Selection::default();
         for (target, request) in jobs {
             target.select(&mut selection, request.idempotency.as_ref());
+            // Should the key turn out to be a member key, its Idempotency-Key is the member's.
+            if let (Target::Account(key), Some(idem)) = (target, &request.idempotency) {
+                selection
+                    .idempotency_keys
+                    .push(member_idempotency_key(key, &idem.key));
+            }
             if let Some(source) = source_key(&request.command) {
                 selection.members.push(source.to_owned());
             }
@@ -425,8 +437,11 @@ impl Ledger {
     ) -> Result<(Account, bool), ServiceError> {
         let plan = self.get_plan(&input.plan, None).await?;
         for _ in 0..CREATE_RETRIES {
-            let now = self.now();
             let mut tx = self.db.begin().await?;
+            // The key's membership lock first, as the member routes take it, before the load
+            // (which, for a member key, locks its shared account's row): one lock order.
+            db::members::lock_key(&mut tx, key_id.as_str()).await?;
+            let now = self.now();
             let target = Target::Account(key_id.clone());
             let mut selection = target.selection(None);
             selection.with_spent = true;
@@ -451,7 +466,6 @@ impl Ledger {
                 return Ok((*account, false));
             }
             // A member key draws from its shared account and has none of its own.
-            db::members::lock_key(&mut tx, key_id.as_str()).await?;
             if let Some(account) = db::members::account_of(&mut tx, key_id.as_str()).await? {
                 return Err(LedgerError::Conflict {
                     code: "key_is_member",

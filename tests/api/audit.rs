@@ -299,11 +299,13 @@ async fn an_expiry_or_period_end_within_the_grace_is_not_yet_a_violation() {
 #[tokio::test]
 async fn an_allowance_pool_without_the_current_periods_allowance_grant_is_reported() {
     let app = ledger().await;
-    // The only allowance grant now belongs to the previous period.
+    // The only allowance grant now belongs to the previous period (so none of this period's
+    // use came from this period's allowance: allowance_used agrees, to break only this check).
     sql(
         &app,
         "UPDATE grants SET period_start = period_start - interval '1 month'
-          WHERE key_id = 'key_b' AND kind = 'allowance'",
+          WHERE key_id = 'key_b' AND kind = 'allowance';
+         UPDATE account_pools SET allowance_used = 0 WHERE key_id = 'key_b'",
     )
     .await;
     let violations = audit_now(&app).await;

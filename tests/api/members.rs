@@ -219,3 +219,91 @@ async fn membership_is_one_account_per_key_and_refusals_change_nothing() {
     app.create_account("key_a", "pro").await;
     app.assert_audit_clean().await;
 }
+
+#[tokio::test]
+async fn creating_an_account_for_a_member_key_while_its_membership_changes_never_deadlocks() {
+    let app = Arc::new(setup().await);
+    put_member(&app, "key_m", json!({}))
+        .await
+        .assert_status(201);
+    let mut statuses = std::collections::BTreeMap::new();
+    for round in 0..20 {
+        let (a, b) = (Arc::clone(&app), Arc::clone(&app));
+        let create = tokio::spawn(async move {
+            a.put("/v1/accounts/key_m")
+                .json(json!({"plan": "pro"}))
+                .send()
+                .await
+                .status
+                .as_u16()
+        });
+        let caps = tokio::spawn(async move {
+            b.put("/v1/accounts/org/members/key_m")
+                .json(json!({"caps": {"credits": 100 + round}}))
+                .send()
+                .await
+                .status
+                .as_u16()
+        });
+        for status in [create.await.unwrap(), caps.await.unwrap()] {
+            *statuses.entry(status).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(
+        statuses.keys().copied().collect::<Vec<_>>(),
+        [200, 409],
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_refund_gives_a_member_back_its_use_whatever_the_clocks_say() {
+    let app = setup().await;
+    let t = app.clock.now();
+    app.clock.freeze_at(t);
+    put_member(&app, "key_a", json!({"caps": {"credits": 100}}))
+        .await
+        .assert_status(201);
+    // Another replica, its clock 50 ms behind.
+    app.clock.freeze_at(t - Duration::milliseconds(50));
+    let debit = app.debit("key_a", json!({"cost": 60})).await;
+    debit.assert_status(201);
+    app.clock.freeze_at(t + Duration::seconds(1));
+    let id = debit.body["id"].as_str().unwrap();
+    app.post(&format!("/v1/debits/{id}/refunds"))
+        .json(json!({}))
+        .send()
+        .await
+        .assert_status(201);
+    assert_eq!(member(&app, "key_a").await["used"]["credits"], 0);
+    app.assert_audit_clean().await;
+}
+
+#[tokio::test]
+async fn members_idempotency_keys_are_their_own() {
+    let app = setup().await;
+    put_member(&app, "key_a", json!({}))
+        .await
+        .assert_status(201);
+    put_member(&app, "key_b", json!({}))
+        .await
+        .assert_status(201);
+    let send = |key: &'static str| {
+        app.post(&format!("/v1/accounts/{key}/debits"))
+            .token(crate::helpers::SERVICE)
+            .idempotency_key("req-1")
+            .json(json!({"cost": 5}))
+            .send()
+    };
+    let a = send("key_a").await;
+    a.assert_status(201);
+    let b = send("key_b").await;
+    b.assert_status(201);
+    assert_ne!(a.body["id"], b.body["id"]);
+    send("org").await.assert_status(201);
+    let again = send("key_a").await;
+    again.assert_status(201);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.body["id"], a.body["id"]);
+    assert_eq!(app.available("org", "credits").await, Some(985));
+}

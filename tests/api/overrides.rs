@@ -171,3 +171,49 @@ async fn an_account_can_be_opened_with_overrides() {
     assert_eq!(pool(&app).await["available"], 250);
     app.assert_audit_clean().await;
 }
+
+#[tokio::test]
+async fn an_override_moves_only_what_it_changes_and_a_cut_announces_the_thresholds_met() {
+    let app = spawn_app().await;
+    app.create_plan("pro", Some(1000)).await;
+    app.create_account("key_1", "pro").await;
+    // A new version of the plan waits for the next period.
+    app.create_plan("pro", Some(500)).await;
+    put_overrides(&app, json!({"operations": {"search": {"cost": 2}}}))
+        .await
+        .assert_status(200);
+    let terms = pool(&app).await;
+    assert_eq!(
+        terms["available"], 1000,
+        "a price override cuts no allowance"
+    );
+    assert_eq!(terms["allowance"], 1000);
+
+    // Spend 700 of the allowance, then cut it to 500: 80% and 100% are met, and announced.
+    app.post("/v1/accounts/key_1/grants")
+        .json(json!({"kind": "pack", "amount": 1000}))
+        .send()
+        .await
+        .assert_status(201);
+    app.debit("key_1", json!({"cost": 700}))
+        .await
+        .assert_status(201);
+    put_overrides(
+        &app,
+        json!({"operations": {"search": {"cost": 2}},
+               "pools": {"credits": {"allowance": 500}}}),
+    )
+    .await
+    .assert_status(200);
+    let reached: Vec<i64> = sqlx::query_scalar::<_, Value>(
+        "SELECT payload FROM events WHERE type = 'credits.threshold_reached' ORDER BY seq",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|p| p["threshold"].as_i64().unwrap())
+    .collect();
+    assert_eq!(reached, [80, 100]);
+    app.assert_audit_clean().await;
+}

@@ -1009,3 +1009,69 @@ async fn a_grant_with_credits_left_is_announced_once_before_it_expires() {
     assert_eq!(expiring[1]["remaining"], 70);
     app.assert_audit_clean().await;
 }
+
+#[tokio::test]
+async fn a_hold_from_the_last_period_committed_in_this_one_is_not_this_periods_allowance() {
+    let app = spawn_app().await;
+    app.create_plan("pro", Some(1000)).await;
+    app.create_account("key_1", "pro").await;
+    let account = app.get("/v1/accounts/key_1").send().await;
+    let end: chrono::DateTime<Utc> = account.body["current_period"]["end"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    app.clock
+        .advance(end - app.clock.now() - Duration::hours(1));
+    let hold = app
+        .post("/v1/accounts/key_1/reservations")
+        .json(json!({"cost": 900, "ttl_seconds": 86400}))
+        .send()
+        .await;
+    hold.assert_status(201);
+    app.clock.advance(Duration::hours(2));
+    let id = hold.body["id"].as_str().unwrap();
+    app.post(&format!("/v1/reservations/{id}/commit"))
+        .json(json!({}))
+        .send()
+        .await
+        .assert_status(200);
+    let balance = app.get("/v1/accounts/key_1/balance").send().await;
+    assert_eq!(balance.body["pools"][0]["available"], 1000);
+    assert_eq!(balance.body["pools"][0]["allowance_used"], 0);
+    assert!(events_of(&app, "credits.threshold_reached")
+        .await
+        .is_empty());
+    app.assert_audit_clean().await;
+}
+
+#[tokio::test]
+async fn a_grant_not_yet_in_effect_does_not_hold_up_the_scheduler() {
+    let app = spawn_app().await;
+    app.create_plan("pro", Some(100)).await;
+    app.create_account("a_waiting", "pro").await;
+    let now = app.clock.now();
+    app.put("/v1/accounts/b_due")
+        .json(json!({"plan": "pro",
+                     "billing_anchor": (now - Duration::days(40)).to_rfc3339()}))
+        .send()
+        .await
+        .assert_status(201);
+    let account = app.get("/v1/accounts/b_due").send().await;
+    let end: chrono::DateTime<Utc> = account.body["current_period"]["end"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    app.post("/v1/accounts/a_waiting/grants")
+        .json(json!({"kind": "pack", "amount": 10,
+                     "effective_at": (end + Duration::days(3)).to_rfc3339(),
+                     "expires_at": (end + Duration::days(5)).to_rfc3339()}))
+        .send()
+        .await
+        .assert_status(201);
+    app.clock
+        .advance(end - app.clock.now() + Duration::minutes(10));
+    let done = app.ledger.maintain_due(1).await.unwrap();
+    assert_eq!(done.rolled, 1, "{done:?}");
+}

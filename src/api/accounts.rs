@@ -45,6 +45,13 @@ pub(crate) fn metadata_object(value: Option<Value>) -> Result<Option<Value>, Api
     }
 }
 
+/// A cursor of a list in key order: the last key of the previous page.
+pub(crate) fn key_cursor(cursor: Option<&str>) -> Result<Option<KeyId>, ApiError> {
+    cursor
+        .map(|c| key_id(c).map_err(|_| invalid("cursor", "is not a cursor this API returned")))
+        .transpose()
+}
+
 pub(crate) fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     match limit {
         None => Ok(PAGE_DEFAULT),
@@ -183,11 +190,7 @@ pub async fn list(
         check_external_id(external_id)
             .map_err(|f| ApiError::invalid_field("invalid_request", &f))?;
     }
-    let after = query
-        .cursor
-        .as_deref()
-        .map(|c| key_id(c).map_err(|_| invalid("cursor", "is not a cursor this API returned")))
-        .transpose()?;
+    let after = key_cursor(query.cursor.as_deref())?;
     let limit = page_limit(query.limit)?;
     let (data, next_cursor) = state
         .ledger

@@ -10,7 +10,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::accounts::{key_id, page_limit};
+use super::accounts::{key_cursor, key_id, page_limit};
 use super::auth::{Admin, Service};
 use super::extract::{AppJson, AppPath, AppQuery};
 use crate::app::AppState;
@@ -96,21 +96,7 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let key = key_id(&raw_key)?;
     let limit = page_limit(query.limit)?;
-    let after = query
-        .cursor
-        .as_deref()
-        .map(|c| {
-            KeyId::parse("cursor", c).map_err(|_| {
-                ApiError::invalid_field(
-                    "invalid_request",
-                    &crate::ledger::types::InvalidField::new(
-                        "cursor",
-                        "is not a cursor this API returned",
-                    ),
-                )
-            })
-        })
-        .transpose()?;
+    let after = key_cursor(query.cursor.as_deref())?;
     let data = state
         .ledger
         .list_members(&key, after.as_ref().map(KeyId::as_str), limit)
